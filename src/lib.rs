@@ -1,0 +1,29 @@
+//! promlet: a tiny Prometheus agent for ARM edge nodes.
+//!
+//! It scrapes local exporters, keeps what it scraped in a fixed-size ring on disk, and ships it
+//! with Prometheus remote write, reading the same `prometheus.yml` as `prometheus --agent`.
+//!
+//! # Threads
+//! - **main**: one smol executor: scrape tasks, the self HTTP server, signals. Nothing on it
+//!   blocks.
+//! - **async-io**: the reactor helper thread async-io starts itself; mostly parked.
+//! - **one sender per `remote_write`**: a plain thread with a blocking HTTP client.
+//!
+//! # Data flow
+//! scrape (HTTP) → parse → relabel → staleness and synthetic series → ring record → sender →
+//! remote write. See `../shared/DESIGN.md` for the whole picture.
+//!
+//! # Memory
+//! fixed + per-target state (about 8 bytes per series for the stale set, plus reused buffers) +
+//! nothing per sample. Allocation happens at start and on reload only.
+//!
+//! # What is built so far
+//! The config loader ([`config`]), flags ([`flags`]) and the `check config` target checks
+//! ([`targets`]). The scrape loop, ring and sender come with issues 4–6.
+
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod flags;
+pub mod relabel;
+pub mod targets;

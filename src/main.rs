@@ -1,0 +1,179 @@
+//! The promlet binary: flags, logging, wiring, exit codes. Logic worth a test lives in the
+//! library.
+//!
+//! Exit codes: 0 success; 1 a config was refused (at start or by `check config`); 2 a usage
+//! error (unknown flag, bad flag value).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use log::{error, info, warn};
+use promlet::config::{units::format_duration, Config, ConfigError, DEFAULT_CONFIG};
+use promlet::flags::{self, Args, CheckWhat, Command, Parsed};
+
+fn main() -> ExitCode {
+    let args = match flags::parse(std::env::args().skip(1)) {
+        Parsed::Run(args) => args,
+        Parsed::Help(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Usage(text) => {
+            eprintln!("{}", text.trim_end());
+            eprintln!("Run promlet --help for more information.");
+            return ExitCode::from(2);
+        }
+    };
+    if args.version {
+        println!("promlet {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if args.print_default_config {
+        print!("{DEFAULT_CONFIG}");
+        return ExitCode::SUCCESS;
+    }
+    match &args.command {
+        Some(Command::Check(check)) => match &check.what {
+            CheckWhat::Config(c) => check_config(&c.files),
+        },
+        None => run(&args),
+    }
+}
+
+/// `promlet check config FILE…`: one line per file, as promtool prints them.
+fn check_config(files: &[String]) -> ExitCode {
+    if files.is_empty() {
+        eprintln!("check config: no files given");
+        return ExitCode::from(2);
+    }
+    let mut all_valid = true;
+    for file in files {
+        let result = Config::load(Path::new(file)).and_then(|c| c.check_files().map(|w| (c, w)));
+        match result {
+            Ok((config, warnings)) => {
+                for w in warnings {
+                    println!("  WARNING: {w}");
+                }
+                println!(
+                    "SUCCESS: {file} is valid ({} scrape configs, {} remote_write)",
+                    config.scrape_configs.len(),
+                    config.remote_write.len()
+                );
+            }
+            Err(e) => {
+                all_valid = false;
+                println!("FAILED: {e}");
+            }
+        }
+    }
+    if all_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn load(args: &Args) -> Result<Config, ConfigError> {
+    match &args.config_file {
+        Some(file) => Config::load(Path::new(file)),
+        None => Ok(Config::builtin()),
+    }
+}
+
+fn describe(config: &Config) {
+    let source = if config.file.as_os_str().is_empty() {
+        "<built-in>".to_owned()
+    } else {
+        config.file.display().to_string()
+    };
+    info!(
+        "config {source}: {} scrape configs, {} remote_write endpoints, scrape_interval {}",
+        config.scrape_configs.len(),
+        config.remote_write.len(),
+        format_duration(config.global.scrape_interval)
+    );
+    for sc in &config.scrape_configs {
+        info!(
+            "job {:?}: every {} (timeout {}), {} static targets, {} file_sd",
+            sc.job_name,
+            format_duration(sc.scrape_interval),
+            format_duration(sc.scrape_timeout),
+            sc.static_configs
+                .iter()
+                .map(|g| g.targets.len())
+                .sum::<usize>(),
+            sc.file_sd_configs.len()
+        );
+    }
+    for rw in &config.remote_write {
+        // The URL may carry userinfo; log scheme and host only.
+        info!("remote_write {}://{}", rw.url.scheme, rw.url.host);
+    }
+    if config.remote_write.is_empty() {
+        warn!("no remote_write endpoint: nothing will be sent");
+    }
+}
+
+/// Runs the agent. Until the scrape loop, ring and sender land (issues 4–6), it loads the
+/// config, logs it, and waits: SIGHUP reloads (a bad config is refused and the old one kept),
+/// SIGTERM or SIGINT stops.
+fn run(args: &Args) -> ExitCode {
+    let level = args.log_level;
+    if let Err(e) = simple_logger::SimpleLogger::new().with_level(level).init() {
+        eprintln!("cannot start logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    info!("promlet {} starting", env!("CARGO_PKG_VERSION"));
+    let mut config = match load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    describe(&config);
+    info!(
+        "ring {} bytes in {:?} (sync every {}), listening on {} — scraping, the ring and \
+         remote write are not built yet; waiting for a signal",
+        args.storage_agent_size,
+        args.storage_agent_path,
+        format_duration(args.storage_agent_sync_interval),
+        args.web_listen_address
+    );
+    let signals = async_signal::Signals::new([
+        async_signal::Signal::Term,
+        async_signal::Signal::Int,
+        async_signal::Signal::Hup,
+    ]);
+    let mut signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    smol::block_on(async {
+        use smol::stream::StreamExt;
+        while let Some(signal) = signals.next().await {
+            match signal {
+                Ok(async_signal::Signal::Hup) => match load(args) {
+                    Ok(c) => {
+                        config = c;
+                        info!("config reloaded");
+                        describe(&config);
+                    }
+                    Err(e) => error!("reload refused, keeping the running config: {e}"),
+                },
+                Ok(other) => {
+                    info!("{other:?} received, stopping");
+                    break;
+                }
+                Err(e) => {
+                    error!("signal stream failed: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    ExitCode::SUCCESS
+}

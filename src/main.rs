@@ -124,6 +124,19 @@ fn run(args: &Args) -> ExitCode {
         return ExitCode::FAILURE;
     }
     info!("promlet {} starting", env!("CARGO_PKG_VERSION"));
+    // Handlers first: a signal that arrives while the config loads must not kill us.
+    let signals = async_signal::Signals::new([
+        async_signal::Signal::Term,
+        async_signal::Signal::Int,
+        async_signal::Signal::Hup,
+    ]);
+    let mut signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut config = match load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -140,18 +153,6 @@ fn run(args: &Args) -> ExitCode {
         format_duration(args.storage_agent_sync_interval),
         args.web_listen_address
     );
-    let signals = async_signal::Signals::new([
-        async_signal::Signal::Term,
-        async_signal::Signal::Int,
-        async_signal::Signal::Hup,
-    ]);
-    let mut signals = match signals {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     smol::block_on(async {
         use smol::stream::StreamExt;
         while let Some(signal) = signals.next().await {

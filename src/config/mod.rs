@@ -534,21 +534,12 @@ fn decode(root: Option<&Node>) -> Result<Config, Located> {
                     remote_write.push(rw);
                 }
             }
-            "rule_files" => {
+            "rule_files" | "remote_read" => {
                 if !value.items(name)?.is_empty() {
                     return Err(Located::new(
                         value.line,
                         name,
-                        "field rule_files is not allowed in agent mode",
-                    ));
-                }
-            }
-            "remote_read" => {
-                if !value.items(name)?.is_empty() {
-                    return Err(Located::new(
-                        value.line,
-                        name,
-                        "field remote_read is not allowed in agent mode",
+                        format!("field {name} is not allowed in agent mode"),
                     ));
                 }
             }

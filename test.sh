@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# promlet's whole test suite in one command, on a fresh Debian (12) machine.
+# It installs what it needs (Debian packages, Rust components and targets), then runs:
+# rustfmt, clippy, the host test suite (unit, CLI, the differential test against promtool),
+# the library's unit tests on aarch64 and armv7 under qemu-user, and the static release
+# builds, each started under qemu. Needs root or sudo for apt-get, and rustup's cargo.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n== %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+DEBIAN_PACKAGES=(
+  prometheus                 # promtool: the reference for check config (differential test)
+  prometheus-node-exporter   # a real scrape target
+  victoria-metrics           # second receiver and vmagent, the peer to compare against
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross    # aarch64 linker
+  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross  # armv7 linker
+  qemu-user-static           # runs the ARM tests and binaries
+  file                       # reports static linking
+)
+RUST_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf x86_64-unknown-linux-musl)
+
+step "installing Debian packages"
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+  case "$p" in \#*) continue ;; esac
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "debian packages: ok"
+
+step "installing Rust components and targets"
+if ! command -v cargo >/dev/null || ! command -v rustup >/dev/null; then
+  echo "cargo and rustup are needed: install them from https://rustup.rs, then rerun ./test.sh" >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null
+rustup target add "${RUST_TARGETS[@]}" >/dev/null
+echo "rust $(rustc --version), targets: ${RUST_TARGETS[*]}"
+
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+# Runs cargo test with its output kept for the final count.
+cargo_test() { cargo test "$@" 2>&1 | tee -a "$LOG"; }
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --all-targets -- -D warnings
+
+step "tests on the host (unit, CLI, differential against promtool $(promtool --version 2>&1 | awk 'NR==1{print $3}'))"
+cargo_test --all-targets -- --nocapture --test-threads=2
+
+for target in aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
+  step "unit tests on $target under qemu"
+  cargo_test --lib --target "$target"
+done
+
+step "static release builds"
+for target in "${RUST_TARGETS[@]}"; do
+  cargo build --release --quiet --target "$target"
+  bin="target/$target/release/promlet"
+  desc=$(file -b "$bin")
+  case "$desc" in
+    *"statically linked"*|*"static-pie linked"*) ;;
+    *) echo "$bin is not static: $desc" >&2; exit 1 ;;
+  esac
+  printf '%-32s %9d bytes  %s\n' "$target" "$(stat -c %s "$bin")" "${desc%%,*}"
+done
+
+step "release binaries under qemu"
+default_config=$(mktemp)
+target/x86_64-unknown-linux-musl/release/promlet --print-default-config > "$default_config"
+for pair in aarch64-unknown-linux-musl:qemu-aarch64-static armv7-unknown-linux-gnueabihf:qemu-arm-static; do
+  target=${pair%%:*}; qemu=${pair##*:}
+  "$qemu" "target/$target/release/promlet" --version
+  "$qemu" "target/$target/release/promlet" check config "$default_config"
+done
+rm -f "$default_config"
+
+step "summary"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

@@ -77,7 +77,8 @@ pub struct TlsConfig {
     pub server_name: String,
     /// Skip server certificate verification.
     pub insecure_skip_verify: bool,
-    /// Lowest TLS version; `None` is the library default.
+    /// Lowest TLS version; `None` is the library default. TLS10/TLS11 are accepted and mean
+    /// TLS 1.2, the lowest rustls speaks.
     pub min_version: Option<TlsVersion>,
     /// Highest TLS version; `None` is the library default.
     pub max_version: Option<TlsVersion>,
@@ -319,7 +320,16 @@ fn tls_config(node: &Node, key: &str) -> Result<TlsConfig, Located> {
             "server_name" => tls.server_name = value.string(&k)?,
             "insecure_skip_verify" => tls.insecure_skip_verify = value.boolean(&k)?,
             "min_version" => tls.min_version = tls_version(value, &k)?,
-            "max_version" => tls.max_version = tls_version(value, &k)?,
+            "max_version" => {
+                tls.max_version = tls_version(value, &k)?;
+                if tls.max_version.is_some_and(|v| v < TlsVersion::Tls12) {
+                    return Err(Located::new(
+                        value.line,
+                        &k,
+                        "not supported by promlet: it speaks TLS 1.2 and 1.3 only (rustls)",
+                    ));
+                }
+            }
             _ => return Err(unknown(value.line, &k)),
         }
     }

@@ -280,7 +280,7 @@ pub struct RemoteWriteConfig {
     pub headers: Vec<(String, String)>,
     /// Rules applied to every series before sending.
     pub write_relabel_configs: Vec<RelabelConfig>,
-    /// Send exemplars (false).
+    /// Send exemplars: always false, `true` is refused (promlet skips exemplars).
     pub send_exemplars: bool,
     /// Send native histograms (false).
     pub send_native_histograms: bool,
@@ -905,7 +905,16 @@ fn remote_write_config(node: &Node, key: &str) -> Result<RemoteWriteConfig, Loca
                 }
             }
             "write_relabel_configs" => rw.write_relabel_configs = relabel_configs(value, &k, "remote write")?,
-            "send_exemplars" => rw.send_exemplars = value.boolean(&k)?,
+            "send_exemplars" => {
+                rw.send_exemplars = value.boolean(&k)?;
+                if rw.send_exemplars {
+                    return Err(Located::new(
+                        value.line,
+                        &k,
+                        "not supported by promlet: exemplars are parsed and skipped, never sent",
+                    ));
+                }
+            }
             "send_native_histograms" => rw.send_native_histograms = value.boolean(&k)?,
             "queue_config" => rw.queue_config = queue_config(value, &k)?,
             "metadata_config" => rw.metadata_config = metadata_config(value, &k)?,

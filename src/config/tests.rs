@@ -183,6 +183,14 @@ fn every_rule_refuses_with_file_line_key_and_reason() {
             job("    oauth2: {client_id: a}\n"),
             "p.yml:3: scrape_configs[0].oauth2: not supported by promlet (Prometheus accepts it; promlet refuses rather than ignore it)",
         ),
+        (
+            "remote_write:\n  - url: http://a\n    send_exemplars: true\n".to_owned(),
+            "p.yml:3: remote_write[0].send_exemplars: not supported by promlet: exemplars are parsed and skipped, never sent",
+        ),
+        (
+            job("    tls_config: {max_version: TLS11}\n"),
+            "p.yml:3: scrape_configs[0].tls_config.max_version: not supported by promlet: it speaks TLS 1.2 and 1.3 only (rustls)",
+        ),
         // file_sd.
         (
             job("    file_sd_configs: [{files: []}]\n"),

@@ -25,5 +25,6 @@
 
 pub mod config;
 pub mod flags;
+pub mod parse;
 pub mod relabel;
 pub mod targets;

@@ -1,0 +1,581 @@
+//! The Prometheus text format 0.0.4, accepted and refused as Prometheus 2.42 does.
+//!
+//! This is a hand-written copy of the *decisions* of Prometheus' generated lexer
+//! (`model/textparse/promlex.l`) and parser (`promparse.go`): the same lexer states, the same
+//! token boundaries, the same error for each unexpected token. The quirks are kept on purpose,
+//! because a scrape that Prometheus accepts must not fail here and the reverse:
+//! - white space (spaces, tabs) may stand between any two tokens, and before a line;
+//! - labels need no comma between them (`{a="1" b="2"}`), a trailing comma is allowed;
+//! - a label value may span lines (the lexer's `[^\\"]` takes a newline);
+//! - the value needs no space after `}` (`m{a="1"}1`); CR is not white space, so CRLF fails;
+//! - a timestamp is digits only (no sign); a last sample line must end with a newline, while a
+//!   last comment need not;
+//! - `# HELP` and `# TYPE` need white space after the keyword, else the line is a comment;
+//!   the help text is the rest of the line minus its first byte (all-blank rest: empty);
+//! - `# TYPE` allows counter, gauge, histogram, summary and untyped.
+//!
+//! Errors give 1-based line and byte column, Prometheus' reason and a short excerpt.
+
+use super::float::parse_value;
+use super::{Entry, LabelSpan, MetricType, ParseError, Step};
+
+/// Prometheus' token names, used in its error messages (`got "INVALID"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Invalid,
+    Eof,
+    Linebreak,
+    BraceOpen,
+    BraceClose,
+    LName,
+    LValue,
+    Comma,
+    Equal,
+    Timestamp,
+    Value,
+}
+
+impl Tok {
+    fn name(self) -> &'static str {
+        match self {
+            Tok::Invalid => "INVALID",
+            Tok::Eof => "EOF",
+            Tok::Linebreak => "LINEBREAK",
+            Tok::BraceOpen => "BRACE_OPEN",
+            Tok::BraceClose => "BRACE_CLOSE",
+            Tok::LName => "LNAME",
+            Tok::LValue => "LVALUE",
+            Tok::Comma => "COMMA",
+            Tok::Equal => "EQUAL",
+            Tok::Timestamp => "TIMESTAMP",
+            Tok::Value => "VALUE",
+        }
+    }
+}
+
+/// Why an entry could not be finished.
+enum Stop {
+    /// The data ended inside the entry; more is coming.
+    More,
+    /// The body is refused at byte `at` of the data.
+    Error { at: usize, reason: String },
+}
+
+fn unexpected(expected: &str, got: Tok, at: usize) -> Stop {
+    Stop::Error {
+        at,
+        reason: format!("{expected}, got {:?}", got.name()),
+    }
+}
+
+/// A lexer over one call's data. `start..i` is the last token.
+struct Lexer<'a> {
+    b: &'a [u8],
+    i: usize,
+    start: usize,
+    eof: bool,
+}
+
+fn is_name_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c == b':'
+}
+
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b':'
+}
+
+fn is_label_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_'
+}
+
+fn is_label_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+impl Lexer<'_> {
+    /// The byte at `i`; `Ok(None)` at the end of the body, `Err(More)` at the end of the data.
+    fn peek(&self) -> Result<Option<u8>, Stop> {
+        match self.b.get(self.i) {
+            Some(&c) => Ok(Some(c)),
+            None if self.eof => Ok(None),
+            None => Err(Stop::More),
+        }
+    }
+
+    fn skip_blanks(&mut self) {
+        while matches!(self.b.get(self.i), Some(b' ' | b'\t')) {
+            self.i += 1;
+        }
+    }
+
+    /// Consumes a run of bytes matching `f`; asks for more if the run reaches the data's end.
+    fn run(&mut self, f: impl Fn(u8) -> bool) -> Result<(), Stop> {
+        while let Some(&c) = self.b.get(self.i) {
+            if !f(c) {
+                return Ok(());
+            }
+            self.i += 1;
+        }
+        if self.eof {
+            Ok(())
+        } else {
+            Err(Stop::More)
+        }
+    }
+
+    /// Next token in the states after a metric name or `}` (`sValue`).
+    fn value_state(&mut self) -> Result<Tok, Stop> {
+        self.skip_blanks();
+        self.start = self.i;
+        Ok(match self.peek()? {
+            None => Tok::Eof,
+            Some(b'{') => {
+                self.i += 1;
+                Tok::BraceOpen
+            }
+            Some(b'\n') => Tok::Invalid,
+            Some(_) => {
+                self.run(|c| !matches!(c, b'{' | b' ' | b'\t' | b'\n'))?;
+                Tok::Value
+            }
+        })
+    }
+
+    /// Next token after a value (`sTimestamp`).
+    fn timestamp_state(&mut self) -> Result<Tok, Stop> {
+        self.skip_blanks();
+        self.start = self.i;
+        Ok(match self.peek()? {
+            None => Tok::Eof,
+            Some(b'\n') => {
+                self.i += 1;
+                Tok::Linebreak
+            }
+            Some(c) if c.is_ascii_digit() => {
+                self.run(|c| c.is_ascii_digit())?;
+                Tok::Timestamp
+            }
+            Some(_) => Tok::Invalid,
+        })
+    }
+
+    /// Next token inside braces (`sLabels`).
+    fn labels_state(&mut self) -> Result<Tok, Stop> {
+        self.skip_blanks();
+        self.start = self.i;
+        let tok = match self.peek()? {
+            None => return Ok(Tok::Eof),
+            Some(b'}') => Tok::BraceClose,
+            Some(b'=') => Tok::Equal,
+            Some(b',') => Tok::Comma,
+            Some(c) if is_label_start(c) => {
+                self.run(is_label_char)?;
+                return Ok(Tok::LName);
+            }
+            Some(_) => return Ok(Tok::Invalid),
+        };
+        self.i += 1;
+        Ok(tok)
+    }
+
+    /// The quoted value after `=` (`sLValue`): `"(\\.|[^\\"])*"`.
+    fn label_value(&mut self) -> Result<(Tok, bool), Stop> {
+        self.skip_blanks();
+        self.start = self.i;
+        match self.peek()? {
+            None => return Ok((Tok::Eof, false)),
+            Some(b'"') => self.i += 1,
+            Some(_) => return Ok((Tok::Invalid, false)),
+        }
+        let mut escaped = false;
+        loop {
+            match self.peek()? {
+                // An unterminated value: the lexer finds no token.
+                None => return Ok((Tok::Invalid, false)),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok((Tok::LValue, escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.i += 1;
+                    match self.peek()? {
+                        // `.` does not match a newline, and nothing follows the body's end.
+                        None | Some(b'\n') => return Ok((Tok::Invalid, false)),
+                        Some(_) => self.i += 1,
+                    }
+                }
+                Some(_) => self.i += 1,
+            }
+        }
+    }
+}
+
+/// A reusable text-format parser: one per target, its label vector reused across scrapes.
+#[derive(Debug, Default)]
+pub struct TextParser {
+    labels: Vec<LabelSpan>,
+    /// 1-based line number of the first byte of the next call's data.
+    line: u64,
+}
+
+impl TextParser {
+    /// A parser for a new body.
+    pub fn new() -> Self {
+        TextParser {
+            labels: Vec::new(),
+            line: 1,
+        }
+    }
+
+    /// Starts a new body, keeping the label vector's memory.
+    pub fn reset(&mut self) {
+        self.labels.clear();
+        self.line = 1;
+    }
+
+    /// Parses the entry at the front of `data`. `eof` says no byte follows `data`. The data
+    /// must start where the previous call's `used` bytes ended. Allocation-free except when
+    /// the label vector grows past its largest earlier size, and on errors.
+    pub fn next<'a>(&'a mut self, data: &'a [u8], eof: bool) -> Result<Step<'a>, ParseError> {
+        let mut skipped = 0;
+        let first_line = self.line;
+        loop {
+            let mut lx = Lexer {
+                b: &data[skipped..],
+                i: 0,
+                start: 0,
+                eof,
+            };
+            self.labels.clear();
+            match parse_entry(&mut lx, &mut self.labels) {
+                Ok(Parsed::Blank) => {
+                    self.line += 1;
+                    skipped += lx.i;
+                }
+                Ok(Parsed::End) => return Ok(Step::End(skipped + lx.i)),
+                Ok(Parsed::Entry(kind)) => {
+                    let used = skipped + lx.i;
+                    let entry_data = &data[skipped..];
+                    self.line += count_newlines(&entry_data[..lx.i]);
+                    return Ok(Step::Entry(self.build(kind, entry_data), used));
+                }
+                Err(Stop::More) => {
+                    // The caller keeps the data (blank lines included) and calls again: the
+                    // lines passed in this call will be counted then.
+                    self.line = first_line;
+                    return Ok(Step::NeedMore);
+                }
+                Err(Stop::Error { at, reason }) => {
+                    let rest = &data[skipped..];
+                    let tail = &rest[at.min(rest.len())..];
+                    // The excerpt shows up to 64 bytes of the line: wait for them, so that an
+                    // error reads the same however the body was split into windows.
+                    if !eof && tail.len() < 64 && !tail.contains(&b'\n') {
+                        self.line = first_line;
+                        return Ok(Step::NeedMore);
+                    }
+                    return Err(self.error(rest, at, reason));
+                }
+            }
+        }
+    }
+
+    fn build<'a>(&'a self, kind: Kind, data: &'a [u8]) -> Entry<'a> {
+        match kind {
+            Kind::Series {
+                name,
+                value,
+                timestamp_ms,
+            } => Entry::Series {
+                data,
+                name: &data[name.0..name.1],
+                labels: &self.labels,
+                value,
+                timestamp_ms,
+            },
+            Kind::Help { name, text } => Entry::Help {
+                name: &data[name.0..name.1],
+                text: &data[text.0..text.1],
+            },
+            Kind::Type { name, kind } => Entry::Type {
+                name: &data[name.0..name.1],
+                kind,
+            },
+            Kind::Comment => Entry::Comment,
+        }
+    }
+
+    fn error(&self, data: &[u8], at: usize, reason: String) -> ParseError {
+        let at = at.min(data.len());
+        let before = &data[..at];
+        let line = self.line + count_newlines(before);
+        let line_start = before
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(0, |p| p + 1);
+        let rest = &data[at..];
+        let line_end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+        let excerpt = &rest[..line_end.min(64)];
+        ParseError {
+            line,
+            col: u64::try_from(at - line_start + 1).unwrap_or(u64::MAX),
+            reason,
+            excerpt: String::from_utf8_lossy(excerpt).into_owned(),
+        }
+    }
+}
+
+fn count_newlines(b: &[u8]) -> u64 {
+    b.iter().map(|&c| u64::from(c == b'\n')).sum()
+}
+
+/// An entry as byte ranges of the data.
+enum Kind {
+    Series {
+        name: (usize, usize),
+        value: f64,
+        timestamp_ms: Option<i64>,
+    },
+    Help {
+        name: (usize, usize),
+        text: (usize, usize),
+    },
+    Type {
+        name: (usize, usize),
+        kind: MetricType,
+    },
+    Comment,
+}
+
+enum Parsed {
+    Blank,
+    End,
+    Entry(Kind),
+}
+
+fn to_u32(n: usize, at: usize) -> Result<u32, Stop> {
+    u32::try_from(n).map_err(|_| Stop::Error {
+        at,
+        reason: "window larger than 4 GiB".to_owned(),
+    })
+}
+
+/// One entry from the front of the lexer's data (promparse.go's `Next`).
+fn parse_entry(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<Parsed, Stop> {
+    lx.skip_blanks();
+    lx.start = lx.i;
+    match lx.peek()? {
+        None => Ok(Parsed::End),
+        Some(b'\n') => {
+            lx.i += 1;
+            Ok(Parsed::Blank)
+        }
+        Some(b'#') => comment(lx),
+        Some(c) if is_name_start(c) => series(lx, labels),
+        Some(_) => Err(Stop::Error {
+            at: lx.start,
+            reason: format!("{:?} is not a valid start token", Tok::Invalid.name()),
+        }),
+    }
+}
+
+/// Consumes the rest of a comment line; the newline must follow.
+fn consume_comment(lx: &mut Lexer<'_>) -> Result<Parsed, Stop> {
+    lx.run(|c| c != b'\n')?;
+    match lx.peek()? {
+        // A comment may end the body without a newline (the lexer returns EOF inside it).
+        None => Ok(Parsed::End),
+        Some(_) => {
+            lx.i += 1;
+            Ok(Parsed::Entry(Kind::Comment))
+        }
+    }
+}
+
+fn comment(lx: &mut Lexer<'_>) -> Result<Parsed, Stop> {
+    lx.i += 1; // '#'
+    if !matches!(lx.peek()?, Some(b' ' | b'\t')) {
+        return consume_comment(lx);
+    }
+    lx.skip_blanks();
+    // `HELP[\t ]+` / `TYPE[\t ]+`; anything else makes the line a plain comment.
+    let is_help = lx.b[lx.i..].starts_with(b"HELP");
+    let is_type = lx.b[lx.i..].starts_with(b"TYPE");
+    let have = lx.b.len() - lx.i;
+    if !lx.eof
+        && have < 5
+        && (b"HELP".starts_with(&lx.b[lx.i..]) || b"TYPE".starts_with(&lx.b[lx.i..]))
+    {
+        return Err(Stop::More);
+    }
+    if !(is_help || is_type) || !matches!(lx.b.get(lx.i + 4), Some(b' ' | b'\t')) {
+        return consume_comment(lx);
+    }
+    let keyword = if is_help { "HELP" } else { "TYPE" };
+    lx.i += 4;
+    lx.run(|c| c == b' ' || c == b'\t')?;
+    // sMeta1: the metric name.
+    lx.start = lx.i;
+    match lx.peek()? {
+        Some(c) if is_name_start(c) => lx.run(is_name_char)?,
+        other => {
+            let got = if other.is_none() {
+                Tok::Eof
+            } else {
+                Tok::Invalid
+            };
+            return Err(unexpected(
+                &format!("expected metric name after {keyword}"),
+                got,
+                lx.start,
+            ));
+        }
+    }
+    let name = (lx.start, lx.i);
+    // sMeta2: the rest of the line is the text, less its first byte.
+    let rest_start = lx.i;
+    lx.run(|c| c != b'\n')?;
+    let rest = &lx.b[rest_start..lx.i];
+    let text = if rest.iter().all(|&c| c == b' ' || c == b'\t') || rest.len() <= 1 {
+        (lx.i, lx.i)
+    } else {
+        (rest_start + 1, lx.i)
+    };
+    let text_bytes = &lx.b[text.0..text.1];
+    let kind = if is_type {
+        let kind = match text_bytes {
+            b"counter" => MetricType::Counter,
+            b"gauge" => MetricType::Gauge,
+            b"histogram" => MetricType::Histogram,
+            b"summary" => MetricType::Summary,
+            b"untyped" => MetricType::Untyped,
+            other => {
+                return Err(Stop::Error {
+                    at: text.0,
+                    reason: format!("invalid metric type {:?}", String::from_utf8_lossy(other)),
+                })
+            }
+        };
+        Kind::Type { name, kind }
+    } else {
+        if std::str::from_utf8(text_bytes).is_err() {
+            return Err(Stop::Error {
+                at: text.0,
+                reason: "help text is not a valid utf8 string".to_owned(),
+            });
+        }
+        Kind::Help { name, text }
+    };
+    lx.start = lx.i;
+    match lx.peek()? {
+        Some(b'\n') => {
+            lx.i += 1;
+            Ok(Parsed::Entry(kind))
+        }
+        _ => Err(unexpected(
+            "linebreak expected after metadata",
+            Tok::Eof,
+            lx.start,
+        )),
+    }
+}
+
+fn series(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<Parsed, Stop> {
+    let name_start = lx.i;
+    lx.run(is_name_char)?;
+    let name = (name_start, lx.i);
+    let mut tok = lx.value_state()?;
+    if tok == Tok::BraceOpen {
+        label_list(lx, labels)?;
+        tok = lx.value_state()?;
+    }
+    if tok != Tok::Value {
+        return Err(unexpected("expected value after metric", tok, lx.start));
+    }
+    let value = parse_value(&lx.b[lx.start..lx.i]).map_err(|e| Stop::Error {
+        at: lx.start,
+        reason: format!(
+            "strconv.ParseFloat: parsing {:?}: {e}",
+            String::from_utf8_lossy(&lx.b[lx.start..lx.i])
+        ),
+    })?;
+    let mut timestamp_ms = None;
+    match lx.timestamp_state()? {
+        Tok::Linebreak => {}
+        Tok::Timestamp => {
+            let digits = &lx.b[lx.start..lx.i];
+            let ts = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| Stop::Error {
+                    at: lx.start,
+                    reason: "timestamp out of range".to_owned(),
+                })?;
+            timestamp_ms = Some(ts);
+            let after = lx.timestamp_state()?;
+            if after != Tok::Linebreak {
+                return Err(unexpected(
+                    "expected next entry after timestamp",
+                    after,
+                    lx.start,
+                ));
+            }
+        }
+        other => {
+            return Err(unexpected(
+                "expected timestamp or new record",
+                other,
+                lx.start,
+            ))
+        }
+    }
+    Ok(Parsed::Entry(Kind::Series {
+        name,
+        value,
+        timestamp_ms,
+    }))
+}
+
+/// promparse.go's `parseLVals`: after `{`, up to and including `}`.
+fn label_list(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<(), Stop> {
+    let mut tok = lx.labels_state()?;
+    loop {
+        match tok {
+            Tok::BraceClose => return Ok(()),
+            Tok::LName => {}
+            other => return Err(unexpected("expected label name", other, lx.start)),
+        }
+        let name = (lx.start, lx.i);
+        let eq = lx.labels_state()?;
+        if eq != Tok::Equal {
+            return Err(unexpected("expected equal", eq, lx.start));
+        }
+        let (value_tok, escaped) = lx.label_value()?;
+        if value_tok != Tok::LValue {
+            return Err(unexpected("expected label value", value_tok, lx.start));
+        }
+        let (vs, ve) = (lx.start + 1, lx.i - 1);
+        if std::str::from_utf8(&lx.b[vs..ve]).is_err() {
+            return Err(Stop::Error {
+                at: lx.start,
+                reason: "invalid UTF-8 label value".to_owned(),
+            });
+        }
+        labels.push(LabelSpan {
+            name_start: to_u32(name.0, name.0)?,
+            name_end: to_u32(name.1, name.0)?,
+            value_start: to_u32(vs, vs)?,
+            value_end: to_u32(ve, vs)?,
+            escaped,
+        });
+        // Free trailing commas are allowed, and so (in 2.42) is no comma at all.
+        tok = lx.labels_state()?;
+        if tok == Tok::Comma {
+            tok = lx.labels_state()?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

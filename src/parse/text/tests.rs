@@ -1,0 +1,546 @@
+//! Spec and error tables, every window split against the whole body, print → parse round
+//! trips, and the window's bounded growth.
+
+use super::*;
+use crate::parse::float::NORMAL_NAN_BITS;
+use crate::parse::{unescape_help, unescape_label_value, Window};
+
+/// An entry copied out of the window, for comparisons.
+#[derive(Debug, Clone, PartialEq)]
+enum Owned {
+    Series {
+        name: String,
+        labels: Vec<(String, String)>,
+        value_bits: u64,
+        ts: Option<i64>,
+    },
+    Help(String, String),
+    Type(String, MetricType),
+    Comment,
+}
+
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn own(e: &Entry<'_>) -> Owned {
+    match *e {
+        Entry::Series {
+            data,
+            name,
+            labels,
+            value,
+            timestamp_ms,
+        } => Owned::Series {
+            name: s(name),
+            labels: labels
+                .iter()
+                .map(|l| {
+                    let mut v = Vec::new();
+                    unescape_label_value(l.raw_value(data), &mut v);
+                    (s(l.name(data)), s(&v))
+                })
+                .collect(),
+            value_bits: value.to_bits(),
+            ts: timestamp_ms,
+        },
+        Entry::Help { name, text } => {
+            let mut t = Vec::new();
+            unescape_help(text, &mut t);
+            Owned::Help(s(name), s(&t))
+        }
+        Entry::Type { name, kind } => Owned::Type(s(name), kind),
+        Entry::Comment => Owned::Comment,
+    }
+}
+
+/// Parses `body` fed in chunks that end at `cuts` (ascending offsets), as a scrape would.
+fn parse_chunks(body: &[u8], cuts: &[usize]) -> Result<Vec<Owned>, ParseError> {
+    let mut parser = TextParser::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut fed = 0;
+    let mut cuts = cuts.iter().copied().chain(std::iter::once(body.len()));
+    let mut out = Vec::new();
+    loop {
+        let eof = fed == body.len();
+        match parser.next(&buf, eof)? {
+            Step::Entry(e, used) => {
+                out.push(own(&e));
+                buf.drain(..used);
+            }
+            Step::End(_) => return Ok(out),
+            Step::NeedMore => {
+                assert!(!eof, "NeedMore at eof");
+                let to = cuts
+                    .next()
+                    .expect("a chunk is left")
+                    .max(fed + 1)
+                    .min(body.len());
+                buf.extend_from_slice(&body[fed..to]);
+                fed = to;
+            }
+        }
+    }
+}
+
+fn parse_all(body: &str) -> Result<Vec<Owned>, ParseError> {
+    parse_chunks(body.as_bytes(), &[])
+}
+
+fn series(name: &str, labels: &[(&str, &str)], value: f64, ts: Option<i64>) -> Owned {
+    Owned::Series {
+        name: name.to_owned(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        value_bits: value.to_bits(),
+        ts,
+    }
+}
+
+fn spec_cases() -> Vec<(&'static str, Vec<Owned>)> {
+    vec![
+        ("", vec![]),
+        ("\n\n\n", vec![]),
+        ("m 1\n", vec![series("m", &[], 1.0, None)]),
+        (
+            "m 1 1700000000000\n",
+            vec![series("m", &[], 1.0, Some(1_700_000_000_000))],
+        ),
+        ("  m\t 1  \n", vec![series("m", &[], 1.0, None)]),
+        ("m 1 5 \n", vec![series("m", &[], 1.0, Some(5))]),
+        ("a:b_c:d 2\n", vec![series("a:b_c:d", &[], 2.0, None)]),
+        (
+            "m{a=\"1\",b=\"2\"} 3\n",
+            vec![series("m", &[("a", "1"), ("b", "2")], 3.0, None)],
+        ),
+        (
+            "m{a=\"1\",} 3\n",
+            vec![series("m", &[("a", "1")], 3.0, None)],
+        ),
+        (
+            "m{a=\"1\" b=\"2\"} 3\n",
+            vec![series("m", &[("a", "1"), ("b", "2")], 3.0, None)],
+        ),
+        (
+            "m { a = \"1\" } 3\n",
+            vec![series("m", &[("a", "1")], 3.0, None)],
+        ),
+        ("m{} 3\n", vec![series("m", &[], 3.0, None)]),
+        ("m{a=\"1\"}3\n", vec![series("m", &[("a", "1")], 3.0, None)]),
+        ("m{a=\"\"} 3\n", vec![series("m", &[("a", "")], 3.0, None)]),
+        (
+            "m{a=\"1\",a=\"2\"} 3\n",
+            vec![series("m", &[("a", "1"), ("a", "2")], 3.0, None)],
+        ),
+        (
+            "m{a=\"x\\\\y\\\"z\\nw\\tq\"} 1\n",
+            vec![series("m", &[("a", "x\\y\"z\nw\\tq")], 1.0, None)],
+        ),
+        (
+            "m{a=\"multi\nline\"} 1\n",
+            vec![series("m", &[("a", "multi\nline")], 1.0, None)],
+        ),
+        (
+            "\n\nm{a=\"\\xff\"} 1\n",
+            vec![series("m", &[("a", "\\xff")], 1.0, None)],
+        ),
+        (
+            "m{a=\"ü€\"} 1\n",
+            vec![series("m", &[("a", "ü€")], 1.0, None)],
+        ),
+        ("m +Inf\n", vec![series("m", &[], f64::INFINITY, None)]),
+        ("m -inf\n", vec![series("m", &[], f64::NEG_INFINITY, None)]),
+        (
+            "m NaN\n",
+            vec![series("m", &[], f64::from_bits(NORMAL_NAN_BITS), None)],
+        ),
+        ("m 1e3\n", vec![series("m", &[], 1000.0, None)]),
+        ("m .5\n", vec![series("m", &[], 0.5, None)]),
+        (
+            "# HELP m Some help.\n",
+            vec![Owned::Help("m".into(), "Some help.".into())],
+        ),
+        (
+            "# HELP m  two\n",
+            vec![Owned::Help("m".into(), " two".into())],
+        ),
+        ("# HELP m\n", vec![Owned::Help("m".into(), String::new())]),
+        (
+            "# HELP m    \n",
+            vec![Owned::Help("m".into(), String::new())],
+        ),
+        (
+            "# HELP m a\\\\b\\nc\\\"\n",
+            vec![Owned::Help("m".into(), "a\\b\nc\\\"".into())],
+        ),
+        (
+            "#\tHELP\tm\ttab\n",
+            vec![Owned::Help("m".into(), "tab".into())],
+        ),
+        (
+            "# TYPE m counter\n",
+            vec![Owned::Type("m".into(), MetricType::Counter)],
+        ),
+        (
+            "# TYPE m untyped\n",
+            vec![Owned::Type("m".into(), MetricType::Untyped)],
+        ),
+        (
+            "# TYPE m histogram\n",
+            vec![Owned::Type("m".into(), MetricType::Histogram)],
+        ),
+        ("# a comment\n", vec![Owned::Comment]),
+        ("#comment\n", vec![Owned::Comment]),
+        ("# HELPX m x\n", vec![Owned::Comment]),
+        ("# HELP\n", vec![Owned::Comment]),
+        ("# EOF\n", vec![Owned::Comment]),
+        ("m 1\n# trailing comment", vec![series("m", &[], 1.0, None)]),
+        ("#", vec![]),
+        (
+            "# TYPE m counter\nm 1\n# TYPE m counter\n",
+            vec![
+                Owned::Type("m".into(), MetricType::Counter),
+                series("m", &[], 1.0, None),
+                Owned::Type("m".into(), MetricType::Counter),
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn spec_table() {
+    for (body, want) in spec_cases() {
+        assert_eq!(parse_all(body).as_ref(), Ok(&want), "body {body:?}");
+    }
+}
+
+fn error_cases() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "m\n",
+            "1:2: expected value after metric, got \"INVALID\": \"\"",
+        ),
+        ("m", "1:2: expected value after metric, got \"EOF\": \"\""),
+        (
+            "m 1",
+            "1:4: expected timestamp or new record, got \"EOF\": \"\"",
+        ),
+        (
+            "m 1\r\n",
+            "1:3: strconv.ParseFloat: parsing \"1\\r\": invalid float syntax: \"1\\r\"",
+        ),
+        (
+            "m 1 2\r\n",
+            "1:6: expected next entry after timestamp, got \"INVALID\": \"\\r\"",
+        ),
+        (
+            "m 1 -2\n",
+            "1:5: expected timestamp or new record, got \"INVALID\": \"-2\"",
+        ),
+        (
+            "m 1 2 3\n",
+            "1:7: expected next entry after timestamp, got \"TIMESTAMP\": \"3\"",
+        ),
+        (
+            "m 1 1.5\n",
+            "1:6: expected next entry after timestamp, got \"INVALID\": \".5\"",
+        ),
+        (
+            "m 0x1p3\n",
+            "1:3: strconv.ParseFloat: parsing \"0x1p3\": unsupported character in float: \"0x1p3\"",
+        ),
+        (
+            "m 1_0\n",
+            "1:3: strconv.ParseFloat: parsing \"1_0\": unsupported character in float: \"1_0\"",
+        ),
+        (
+            "m 1e400\n",
+            "1:3: strconv.ParseFloat: parsing \"1e400\": float out of range: \"1e400\"",
+        ),
+        (
+            "m -NaN\n",
+            "1:3: strconv.ParseFloat: parsing \"-NaN\": invalid float syntax: \"-NaN\"",
+        ),
+        (
+            "m{a=\"1\"}{b=\"2\"} 1\n",
+            "1:9: expected value after metric, got \"BRACE_OPEN\": \"{b=\\\"2\\\"} 1\"",
+        ),
+        (
+            "m{,} 1\n",
+            "1:3: expected label name, got \"COMMA\": \",} 1\"",
+        ),
+        (
+            "m{a=\"1\",,} 1\n",
+            "1:9: expected label name, got \"COMMA\": \",} 1\"",
+        ),
+        (
+            "m{a:b=\"1\"} 1\n",
+            "1:4: expected equal, got \"INVALID\": \":b=\\\"1\\\"} 1\"",
+        ),
+        (
+            "m{1a=\"1\"} 1\n",
+            "1:3: expected label name, got \"INVALID\": \"1a=\\\"1\\\"} 1\"",
+        ),
+        (
+            "m{a=1} 1\n",
+            "1:5: expected label value, got \"INVALID\": \"1} 1\"",
+        ),
+        (
+            "m{a='1'} 1\n",
+            "1:5: expected label value, got \"INVALID\": \"'1'} 1\"",
+        ),
+        (
+            "m{a=\"1} 1\n",
+            "1:5: expected label value, got \"INVALID\": \"\\\"1} 1\"",
+        ),
+        (
+            "m{a=\"x\\\ny\"} 1\n",
+            "1:5: expected label value, got \"INVALID\": \"\\\"x\\\\\"",
+        ),
+        (
+            "m{a=\"1\" 1\n",
+            "1:9: expected label name, got \"INVALID\": \"1\"",
+        ),
+        (
+            "{a=\"1\"} 1\n",
+            "1:1: \"INVALID\" is not a valid start token: \"{a=\\\"1\\\"} 1\"",
+        ),
+        (
+            "1m 1\n",
+            "1:1: \"INVALID\" is not a valid start token: \"1m 1\"",
+        ),
+        (
+            "m 1\n-m 1\n",
+            "2:1: \"INVALID\" is not a valid start token: \"-m 1\"",
+        ),
+        (
+            "# TYPE m counters\n",
+            "1:10: invalid metric type \"counters\": \"counters\"",
+        ),
+        ("# TYPE m\n", "1:9: invalid metric type \"\": \"\""),
+        (
+            "# TYPE m Counter\n",
+            "1:10: invalid metric type \"Counter\": \"Counter\"",
+        ),
+        (
+            "# HELP 1m x\n",
+            "1:8: expected metric name after HELP, got \"INVALID\": \"1m x\"",
+        ),
+        (
+            "# TYPE \n",
+            "1:8: expected metric name after TYPE, got \"INVALID\": \"\"",
+        ),
+        (
+            "# HELP m x",
+            "1:11: linebreak expected after metadata, got \"EOF\": \"\"",
+        ),
+        (
+            "m{a=\"\u{fffd}\"} 1\nm{a=\"\\",
+            "2:5: expected label value, got \"INVALID\": \"\\\"\\\\\"",
+        ),
+    ]
+}
+
+#[test]
+fn error_table() {
+    for (body, want) in error_cases() {
+        match parse_all(body) {
+            Ok(entries) => panic!("{body:?} parsed: {entries:?}"),
+            Err(e) => assert_eq!(e.to_string(), want, "body {body:?}"),
+        }
+    }
+}
+
+#[test]
+fn invalid_utf8_is_refused_in_label_values_and_help() {
+    let e = parse_chunks(b"m{a=\"\xff\"} 1\n", &[]).expect_err("bad utf8");
+    assert_eq!(e.reason, "invalid UTF-8 label value");
+    assert_eq!((e.line, e.col), (1, 5));
+    let e = parse_chunks(b"# HELP m \xff\n", &[]).expect_err("bad utf8");
+    assert_eq!(e.reason, "help text is not a valid utf8 string");
+    assert!(
+        parse_chunks(b"# comment \xff\n", &[]).is_ok(),
+        "comments are not checked"
+    );
+}
+
+/// Every body of both tables, split into two windows at every offset and fed byte by byte,
+/// parses exactly as the whole body does (same entries, or the same error).
+#[test]
+fn every_window_split_agrees_with_the_whole_body() {
+    let bodies: Vec<&str> = spec_cases()
+        .iter()
+        .map(|(b, _)| *b)
+        .chain(error_cases().iter().map(|(b, _)| *b))
+        .chain(std::iter::once(REALISTIC))
+        .collect();
+    for body in bodies {
+        let whole = parse_all(body);
+        let bytes = body.as_bytes();
+        for cut in 0..=bytes.len() {
+            assert_eq!(parse_chunks(bytes, &[cut]), whole, "{body:?} cut at {cut}");
+        }
+        let every_byte: Vec<usize> = (1..bytes.len()).collect();
+        assert_eq!(
+            parse_chunks(bytes, &every_byte),
+            whole,
+            "{body:?} byte by byte"
+        );
+    }
+}
+
+const REALISTIC: &str = r#"# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.
+# TYPE node_cpu_seconds_total counter
+node_cpu_seconds_total{cpu="0",mode="idle"} 103527.4
+node_cpu_seconds_total{cpu="0",mode="iowait"} 12.58
+# HELP container_memory_working_set_bytes Current working set of the container in bytes
+# TYPE container_memory_working_set_bytes gauge
+container_memory_working_set_bytes{container="app",id="/kubepods/burstable/pod1/abc",image="registry.example/app:1.2",name="abc",namespace="default",pod="app-7d4b9c-x2x"} 2.4576e+07 1700000000123
+
+# HELP http_request_duration_seconds A histogram.
+# TYPE http_request_duration_seconds histogram
+http_request_duration_seconds_bucket{le="0.1"} 5
+http_request_duration_seconds_bucket{le="+Inf"} 9
+http_request_duration_seconds_sum 1.2
+http_request_duration_seconds_count 9
+"#;
+
+/// Prints entries back in the text format (canonical spacing, escapes restored).
+fn print(entries: &[Owned]) -> String {
+    let mut out = String::new();
+    for e in entries {
+        match e {
+            Owned::Series {
+                name,
+                labels,
+                value_bits,
+                ts,
+            } => {
+                out.push_str(name);
+                if !labels.is_empty() {
+                    out.push('{');
+                    for (i, (k, v)) in labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let v = v
+                            .replace('\\', "\\\\")
+                            .replace('"', "\\\"")
+                            .replace('\n', "\\n");
+                        out.push_str(&format!("{k}=\"{v}\""));
+                    }
+                    out.push('}');
+                }
+                let v = f64::from_bits(*value_bits);
+                let v = if v.is_nan() {
+                    "NaN".to_owned()
+                } else if v.is_infinite() {
+                    if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+                } else {
+                    format!("{v:?}")
+                };
+                out.push_str(&format!(" {v}"));
+                if let Some(ts) = ts {
+                    out.push_str(&format!(" {ts}"));
+                }
+                out.push('\n');
+            }
+            Owned::Help(name, text) => {
+                let t = text.replace('\\', "\\\\").replace('\n', "\\n");
+                out.push_str(&format!("# HELP {name} {t}\n"));
+            }
+            Owned::Type(name, kind) => {
+                let k = format!("{kind:?}").to_lowercase();
+                out.push_str(&format!("# TYPE {name} {k}\n"));
+            }
+            Owned::Comment => out.push_str("# comment\n"),
+        }
+    }
+    out
+}
+
+#[test]
+fn parse_print_parse_round_trips() {
+    let mut bodies: Vec<&str> = spec_cases().iter().map(|(b, _)| *b).collect();
+    bodies.push(REALISTIC);
+    for body in bodies {
+        let first = parse_all(body).expect("valid");
+        let printed = print(&first);
+        let second = parse_all(&printed).unwrap_or_else(|e| panic!("{printed:?}: {e}"));
+        assert_eq!(first, second, "{body:?} → {printed:?}");
+    }
+}
+
+#[test]
+fn a_large_body_parses_in_a_window_the_size_of_its_longest_line() {
+    let mut body = String::new();
+    for i in 0..20_000 {
+        body.push_str(&format!(
+            "container_cpu_usage_seconds_total{{container=\"c{i}\",namespace=\"ns\",pod=\"p{i}\"}} {i}.5 1700000000000\n"
+        ));
+    }
+    let longest = body.lines().map(str::len).max().unwrap_or(0) + 1;
+    let mut window = Window::new(64, 4096);
+    let mut parser = TextParser::new();
+    let mut src = body.as_bytes();
+    let mut n = 0;
+    loop {
+        let step = parser.next(window.data(), window.eof()).expect("valid");
+        match step {
+            Step::Entry(_, used) => {
+                n += 1;
+                window.consume(used);
+            }
+            Step::End(_) => break,
+            Step::NeedMore => {
+                let space = window.space().expect("lines fit in 4 KiB");
+                let k = space.len().min(src.len());
+                space[..k].copy_from_slice(&src[..k]);
+                src = &src[k..];
+                window.filled(k);
+            }
+        }
+    }
+    assert_eq!(n, 20_000);
+    assert!(window.capacity() >= longest);
+    assert!(
+        window.capacity() <= 2 * longest.next_power_of_two(),
+        "{}",
+        window.capacity()
+    );
+    assert!(
+        body.len() > 100 * window.capacity(),
+        "the window is a small part of the body"
+    );
+}
+
+#[test]
+fn a_line_longer_than_the_window_limit_is_refused_not_grown() {
+    let mut window = Window::new(16, 64);
+    let body = format!("m{{a=\"{}\"}} 1\n", "x".repeat(200));
+    let mut src = body.as_bytes();
+    let mut parser = TextParser::new();
+    loop {
+        match parser
+            .next(window.data(), window.eof())
+            .expect("no parse error")
+        {
+            Step::NeedMore => match window.space() {
+                Ok(space) => {
+                    let k = space.len().min(src.len());
+                    space[..k].copy_from_slice(&src[..k]);
+                    src = &src[k..];
+                    window.filled(k);
+                }
+                Err(max) => {
+                    assert_eq!(max, 64);
+                    assert_eq!(window.capacity(), 64);
+                    return;
+                }
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! After one warm-up parse, parsing a 10k-series cadvisor-shaped body again allocates nothing
+//! (DESIGN.md: steady state means no allocation per scrape). A counting global allocator, per
+//! thread so that other test threads do not disturb the count.
+
+// A global allocator needs `unsafe impl`; this test file is the only place besides
+// wal/mmap.rs that opts out of the crate's deny(unsafe_code), and only to count calls.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use promlet::parse::text::TextParser;
+use promlet::parse::{Step, Window};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator, which upholds
+// GlobalAlloc's contract; the only addition is a thread-local counter bump, which neither
+// allocates (const-initialised Cell) nor touches the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded with the caller's layout, as GlobalAlloc requires.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from System.alloc/realloc with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: as for dealloc and alloc.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn cadvisor_body(series: usize) -> Vec<u8> {
+    let mut body = String::from(
+        "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.\n\
+         # TYPE container_cpu_usage_seconds_total counter\n",
+    );
+    for i in 0..series {
+        body.push_str(&format!(
+            "container_cpu_usage_seconds_total{{container=\"app-{i}\",cpu=\"total\",id=\"/kubepods/burstable/pod{i}/c{i}\",image=\"registry.example/app:1.{i}\",name=\"k8s_app_{i}\",namespace=\"ns-{}\",pod=\"app-{i}-7d4b9c\"}} {}.25 1700000000{:03}\n",
+            i % 20,
+            i * 3,
+            i % 1000
+        ));
+    }
+    body.into_bytes()
+}
+
+/// Parses `body` through `window` in 16 KiB reads; returns the number of series.
+fn parse(body: &[u8], window: &mut Window, parser: &mut TextParser) -> usize {
+    window.clear();
+    parser.reset();
+    let mut src = body;
+    let mut series = 0;
+    loop {
+        match parser
+            .next(window.data(), window.eof())
+            .expect("valid body")
+        {
+            Step::Entry(entry, used) => {
+                if let promlet::parse::Entry::Series { labels, .. } = entry {
+                    assert_eq!(labels.len(), 7);
+                    series += 1;
+                }
+                window.consume(used);
+            }
+            Step::End(_) => return series,
+            Step::NeedMore => {
+                let space = window.space().expect("lines fit the window");
+                let k = space.len().min(src.len()).min(16 << 10);
+                space[..k].copy_from_slice(&src[..k]);
+                src = &src[k..];
+                window.filled(k);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_warm_parse_allocates_nothing() {
+    let body = cadvisor_body(10_000);
+    let mut window = Window::new(4 << 10, 1 << 20);
+    let mut parser = TextParser::new();
+    assert_eq!(parse(&body, &mut window, &mut parser), 10_000, "warm-up");
+    let before = allocations();
+    assert_eq!(parse(&body, &mut window, &mut parser), 10_000);
+    let during = allocations() - before;
+    assert_eq!(
+        during,
+        0,
+        "a warm parse of {} bytes allocated {during} times",
+        body.len()
+    );
+    assert!(
+        window.capacity() <= 64 << 10,
+        "window {} bytes for a {} byte body",
+        window.capacity(),
+        body.len()
+    );
+}

@@ -8,8 +8,11 @@
 //! - labels need no comma between them (`{a="1" b="2"}`), a trailing comma is allowed;
 //! - a label value may span lines (the lexer's `[^\\"]` takes a newline);
 //! - the value needs no space after `}` (`m{a="1"}1`); CR is not white space, so CRLF fails;
-//! - a timestamp is digits only (no sign); a last sample line must end with a newline, while a
-//!   last comment need not;
+//! - a timestamp is digits only (no sign);
+//! - a body that does not end with a newline is read as if it did (what a scrape in 2.42 does:
+//!   `m 1` and `# HELP m x` at the very end are accepted; checked against the real Prometheus);
+//! - a NUL byte where an entry starts, or inside a comment, ends the body (the lexer's `\0`
+//!   rule and `consumeComment`); everything after it is ignored;
 //! - `# HELP` and `# TYPE` need white space after the keyword, else the line is a comment;
 //!   the help text is the rest of the line minus its first byte (all-blank rest: empty);
 //! - `# TYPE` allows counter, gauge, histogram, summary and untyped.
@@ -74,6 +77,8 @@ struct Lexer<'a> {
     i: usize,
     start: usize,
     eof: bool,
+    /// The body ends here without a newline: one is read at `b.len()`.
+    virtual_newline: bool,
 }
 
 fn is_name_start(c: u8) -> bool {
@@ -97,6 +102,7 @@ impl Lexer<'_> {
     fn peek(&self) -> Result<Option<u8>, Stop> {
         match self.b.get(self.i) {
             Some(&c) => Ok(Some(c)),
+            None if self.eof && self.virtual_newline && self.i == self.b.len() => Ok(Some(b'\n')),
             None if self.eof => Ok(None),
             None => Err(Stop::More),
         }
@@ -241,23 +247,27 @@ impl TextParser {
         let mut skipped = 0;
         let first_line = self.line;
         loop {
+            let rest = &data[skipped..];
             let mut lx = Lexer {
-                b: &data[skipped..],
+                b: rest,
                 i: 0,
                 start: 0,
                 eof,
+                virtual_newline: eof && rest.last().is_some_and(|&c| c != b'\n'),
             };
             self.labels.clear();
             match parse_entry(&mut lx, &mut self.labels) {
                 Ok(Parsed::Blank) => {
                     self.line += 1;
-                    skipped += lx.i;
+                    skipped += lx.i.min(rest.len());
                 }
-                Ok(Parsed::End) => return Ok(Step::End(skipped + lx.i)),
+                Ok(Parsed::End) => return Ok(Step::End(data.len())),
                 Ok(Parsed::Entry(kind)) => {
-                    let used = skipped + lx.i;
-                    let entry_data = &data[skipped..];
-                    self.line += count_newlines(&entry_data[..lx.i]);
+                    // The virtual newline is not in the data: never report it as used.
+                    let used_here = lx.i.min(rest.len());
+                    let used = skipped + used_here;
+                    let entry_data = rest;
+                    self.line += count_newlines(&entry_data[..used_here]);
                     return Ok(Step::Entry(self.build(kind, entry_data), used));
                 }
                 Err(Stop::More) => {
@@ -366,7 +376,8 @@ fn parse_entry(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<Parsed
     lx.skip_blanks();
     lx.start = lx.i;
     match lx.peek()? {
-        None => Ok(Parsed::End),
+        // promlex.l: `\0 return tEOF` in the initial state ends the body.
+        None | Some(0) => Ok(Parsed::End),
         Some(b'\n') => {
             lx.i += 1;
             Ok(Parsed::Blank)
@@ -382,10 +393,10 @@ fn parse_entry(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<Parsed
 
 /// Consumes the rest of a comment line; the newline must follow.
 fn consume_comment(lx: &mut Lexer<'_>) -> Result<Parsed, Stop> {
-    lx.run(|c| c != b'\n')?;
+    lx.run(|c| c != b'\n' && c != 0)?;
     match lx.peek()? {
-        // A comment may end the body without a newline (the lexer returns EOF inside it).
-        None => Ok(Parsed::End),
+        // promlex.l's consumeComment returns EOF at a NUL byte (or the body's end).
+        None | Some(0) => Ok(Parsed::End),
         Some(_) => {
             lx.i += 1;
             Ok(Parsed::Entry(Kind::Comment))

@@ -196,8 +196,25 @@ fn spec_cases() -> Vec<(&'static str, Vec<Owned>)> {
         ("# HELPX m x\n", vec![Owned::Comment]),
         ("# HELP\n", vec![Owned::Comment]),
         ("# EOF\n", vec![Owned::Comment]),
-        ("m 1\n# trailing comment", vec![series("m", &[], 1.0, None)]),
-        ("#", vec![]),
+        (
+            "m 1\n# trailing comment",
+            vec![series("m", &[], 1.0, None), Owned::Comment],
+        ),
+        ("#", vec![Owned::Comment]),
+        ("m 1", vec![series("m", &[], 1.0, None)]),
+        ("m 1 5 ", vec![series("m", &[], 1.0, Some(5))]),
+        ("# HELP m x", vec![Owned::Help("m".into(), "x".into())]),
+        (
+            "# TYPE m gauge",
+            vec![Owned::Type("m".into(), MetricType::Gauge)],
+        ),
+        ("m 1\n\0n 2\n", vec![series("m", &[], 1.0, None)]),
+        ("  \0m 1\n", vec![]),
+        ("# a\0b\nm 1\n", vec![]),
+        (
+            "m{a=\"x\0y\"} 1\n",
+            vec![series("m", &[("a", "x\0y")], 1.0, None)],
+        ),
         (
             "# TYPE m counter\nm 1\n# TYPE m counter\n",
             vec![
@@ -222,10 +239,13 @@ fn error_cases() -> Vec<(&'static str, &'static str)> {
             "m\n",
             "1:2: expected value after metric, got \"INVALID\": \"\"",
         ),
-        ("m", "1:2: expected value after metric, got \"EOF\": \"\""),
         (
-            "m 1",
-            "1:4: expected timestamp or new record, got \"EOF\": \"\"",
+            "m",
+            "1:2: expected value after metric, got \"INVALID\": \"\"",
+        ),
+        (
+            "m{a=\"1\"",
+            "1:8: expected label name, got \"INVALID\": \"\"",
         ),
         (
             "m 1\r\n",
@@ -331,10 +351,6 @@ fn error_cases() -> Vec<(&'static str, &'static str)> {
         (
             "# TYPE \n",
             "1:8: expected metric name after TYPE, got \"INVALID\": \"\"",
-        ),
-        (
-            "# HELP m x",
-            "1:11: linebreak expected after metadata, got \"EOF\": \"\"",
         ),
         (
             "m{a=\"\u{fffd}\"} 1\nm{a=\"\\",

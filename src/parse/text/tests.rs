@@ -560,3 +560,94 @@ fn a_line_longer_than_the_window_limit_is_refused_not_grown() {
         }
     }
 }
+
+/// A small deterministic generator (xorshift64*): the property test needs no dependency and
+/// replays the same bodies on every run and platform.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % u64::try_from(n).expect("fits")).expect("fits")
+    }
+}
+
+/// Fragments bodies are built from: mostly valid pieces, some broken ones, so that both
+/// verdicts occur.
+const FRAGMENTS: &[&str] = &[
+    "m 1\n",
+    "m{a=\"1\"} 2\n",
+    "m{a=\"1\",b=\"x y\"} 3 1700000000000\n",
+    "m{a=\"q\\\"\\\\\\n\"} 4\n",
+    "m{a=\"line\nbreak\"} 5\n",
+    "  m\t{ a = \"1\" , } 6 \n",
+    "m{a=\"1\" b=\"2\"}7\n",
+    "# HELP m help \\n text\n",
+    "# TYPE m counter\n",
+    "# comment\n",
+    "#x\n",
+    "\n",
+    "m NaN\n",
+    "m -Inf\n",
+    "m 1e-3\n",
+    "m{a=\"ü\"} 8\n",
+    "m 1 -5\n",
+    "m{a=1} 1\n",
+    "m 1\r\n",
+    "{a=\"1\"} 1\n",
+    "# TYPE m bogus\n",
+    "m{a=\"1\",,} 1\n",
+    "m 0x1p1\n",
+    "\0",
+];
+
+#[test]
+fn random_bodies_parse_the_same_in_any_windows() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut valid, mut invalid) = (0, 0);
+    for _ in 0..2000 {
+        let mut body = String::new();
+        for _ in 0..rng.below(8) + 1 {
+            body.push_str(FRAGMENTS[rng.below(FRAGMENTS.len())]);
+        }
+        if rng.below(4) == 0 {
+            body.pop(); // sometimes no final newline
+        }
+        let bytes = body.as_bytes();
+        let whole = parse_chunks(bytes, &[]);
+        if whole.is_ok() {
+            valid += 1;
+        } else {
+            invalid += 1;
+        }
+        for _ in 0..3 {
+            let mut cuts: Vec<usize> = (0..rng.below(6))
+                .map(|_| rng.below(bytes.len() + 1))
+                .collect();
+            cuts.sort_unstable();
+            assert_eq!(
+                parse_chunks(bytes, &cuts),
+                whole,
+                "{body:?} cut at {cuts:?}"
+            );
+        }
+        if let Ok(entries) = &whole {
+            let printed = print(entries);
+            assert_eq!(
+                parse_all(&printed).as_ref(),
+                Ok(entries),
+                "{body:?} → {printed:?}"
+            );
+        }
+    }
+    assert!(
+        valid > 200 && invalid > 200,
+        "both verdicts occur: {valid} valid, {invalid} invalid"
+    );
+}

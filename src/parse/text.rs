@@ -11,8 +11,12 @@
 //! - a timestamp is digits only (no sign);
 //! - a body that does not end with a newline is read as if it did (what a scrape in 2.42 does:
 //!   `m 1` and `# HELP m x` at the very end are accepted; checked against the real Prometheus);
-//! - a NUL byte where an entry starts, or inside a comment, ends the body (the lexer's `\0`
-//!   rule and `consumeComment`); everything after it is ignored;
+//! - a NUL byte where an entry starts, or in a comment written without a space after `#`,
+//!   ends the body (the lexer's `\0` rule; its `next()` skips NULs only in comment, help-text and
+//!   label-value states); everything after it is ignored;
+//! - white space before a metric name fails the scrape: 2.42 takes the name from where the
+//!   line began, white space included, and then finds it invalid (before `#` or on a blank
+//!   line it is harmless);
 //! - `# HELP` and `# TYPE` need white space after the keyword, else the line is a comment;
 //!   the help text is the rest of the line minus its first byte (all-blank rest: empty);
 //! - `# TYPE` allows counter, gauge, histogram, summary and untyped.
@@ -374,6 +378,7 @@ fn to_u32(n: usize, at: usize) -> Result<u32, Stop> {
 /// One entry from the front of the lexer's data (promparse.go's `Next`).
 fn parse_entry(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<Parsed, Stop> {
     lx.skip_blanks();
+    let indented = lx.i > 0;
     lx.start = lx.i;
     match lx.peek()? {
         // promlex.l: `\0 return tEOF` in the initial state ends the body.
@@ -383,6 +388,10 @@ fn parse_entry(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<Parsed
             Ok(Parsed::Blank)
         }
         Some(b'#') => comment(lx),
+        Some(c) if is_name_start(c) && indented => Err(Stop::Error {
+            at: 0,
+            reason: "invalid metric name: white space before the name".to_owned(),
+        }),
         Some(c) if is_name_start(c) => series(lx, labels),
         Some(_) => Err(Stop::Error {
             at: lx.start,
@@ -391,11 +400,15 @@ fn parse_entry(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<Parsed
     }
 }
 
-/// Consumes the rest of a comment line; the newline must follow.
-fn consume_comment(lx: &mut Lexer<'_>) -> Result<Parsed, Stop> {
-    lx.run(|c| c != b'\n' && c != 0)?;
+/// Consumes the rest of a comment line; the newline must follow. `NulEnds::Yes` for a comment
+/// without white space after `#`: the lexer is still in its initial state there, where a NUL
+/// reads as the end of the body; after `# ` it skips NULs.
+fn consume_comment(lx: &mut Lexer<'_>, nul: NulEnds) -> Result<Parsed, Stop> {
+    match nul {
+        NulEnds::Yes => lx.run(|c| c != b'\n' && c != 0)?,
+        NulEnds::No => lx.run(|c| c != b'\n')?,
+    }
     match lx.peek()? {
-        // promlex.l's consumeComment returns EOF at a NUL byte (or the body's end).
         None | Some(0) => Ok(Parsed::End),
         Some(_) => {
             lx.i += 1;
@@ -404,10 +417,17 @@ fn consume_comment(lx: &mut Lexer<'_>) -> Result<Parsed, Stop> {
     }
 }
 
+/// Whether a NUL byte ends the body inside a comment.
+#[derive(Clone, Copy)]
+enum NulEnds {
+    Yes,
+    No,
+}
+
 fn comment(lx: &mut Lexer<'_>) -> Result<Parsed, Stop> {
     lx.i += 1; // '#'
     if !matches!(lx.peek()?, Some(b' ' | b'\t')) {
-        return consume_comment(lx);
+        return consume_comment(lx, NulEnds::Yes);
     }
     lx.skip_blanks();
     // `HELP[\t ]+` / `TYPE[\t ]+`; anything else makes the line a plain comment.
@@ -421,7 +441,7 @@ fn comment(lx: &mut Lexer<'_>) -> Result<Parsed, Stop> {
         return Err(Stop::More);
     }
     if !(is_help || is_type) || !matches!(lx.b.get(lx.i + 4), Some(b' ' | b'\t')) {
-        return consume_comment(lx);
+        return consume_comment(lx, NulEnds::No);
     }
     let keyword = if is_help { "HELP" } else { "TYPE" };
     lx.i += 4;

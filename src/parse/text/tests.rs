@@ -108,7 +108,16 @@ fn spec_cases() -> Vec<(&'static str, Vec<Owned>)> {
             "m 1 1700000000000\n",
             vec![series("m", &[], 1.0, Some(1_700_000_000_000))],
         ),
-        ("  m\t 1  \n", vec![series("m", &[], 1.0, None)]),
+        ("m\t 1  \n", vec![series("m", &[], 1.0, None)]),
+        (
+            "  # indented comment\n  \t\nm 1\n",
+            vec![Owned::Comment, series("m", &[], 1.0, None)],
+        ),
+        (
+            "# a\0b\nm 1\n",
+            vec![Owned::Comment, series("m", &[], 1.0, None)],
+        ),
+        ("#a\0b\nm 1\n", vec![]),
         ("m 1 5 \n", vec![series("m", &[], 1.0, Some(5))]),
         ("a:b_c:d 2\n", vec![series("a:b_c:d", &[], 2.0, None)]),
         (
@@ -210,7 +219,6 @@ fn spec_cases() -> Vec<(&'static str, Vec<Owned>)> {
         ),
         ("m 1\n\0n 2\n", vec![series("m", &[], 1.0, None)]),
         ("  \0m 1\n", vec![]),
-        ("# a\0b\nm 1\n", vec![]),
         (
             "m{a=\"x\0y\"} 1\n",
             vec![series("m", &[("a", "x\0y")], 1.0, None)],
@@ -235,6 +243,14 @@ fn spec_table() {
 
 fn error_cases() -> Vec<(&'static str, &'static str)> {
     vec![
+        (
+            "  m 1\n",
+            "1:1: invalid metric name: white space before the name: \"  m 1\"",
+        ),
+        (
+            "m 1\n\tn 2\n",
+            "2:1: invalid metric name: white space before the name: \"\\tn 2\"",
+        ),
         (
             "m\n",
             "1:2: expected value after metric, got \"INVALID\": \"\"",
@@ -586,7 +602,8 @@ const FRAGMENTS: &[&str] = &[
     "m{a=\"1\",b=\"x y\"} 3 1700000000000\n",
     "m{a=\"q\\\"\\\\\\n\"} 4\n",
     "m{a=\"line\nbreak\"} 5\n",
-    "  m\t{ a = \"1\" , } 6 \n",
+    "m\t{ a = \"1\" , } 6 \n",
+    "  m 1\n",
     "m{a=\"1\" b=\"2\"}7\n",
     "# HELP m help \\n text\n",
     "# TYPE m counter\n",

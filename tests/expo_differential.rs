@@ -1,0 +1,504 @@
+//! promlet's text parser against the real Prometheus (Debian's 2.42 in agent mode).
+//!
+//! How the expected files are made (`PROMLET_RECORD=1 cargo test --test expo_differential`):
+//! every payload in `tests/fixtures/expo/prom/` (written by `make_payloads.py` there) is served on 127.0.0.1 as
+//! `text/plain; version=0.0.4`, one scrape job per payload; `prometheus --enable-feature=agent`
+//! scrapes them every second and remote-writes to a capture receiver in this test, which
+//! decodes the snappy protobuf and keeps, per job, `up` and every scraped series (target labels
+//! and synthetic series removed). That is written as `NNN-name.expected`.
+//!
+//! Two tests:
+//! - `parser_matches_recorded_prometheus` (fast): promlet's parser, plus the model of what a
+//!   scrape appends (`appended`), gives exactly each `.expected` file.
+//! - `recordings_match_live_prometheus`: runs Prometheus now and checks the recordings still
+//!   hold (so they cannot go stale); with `PROMLET_RECORD=1` it rewrites them instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use promlet::parse::text::TextParser;
+use promlet::parse::{unescape_label_value, Entry, Step};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/expo/prom")
+}
+
+fn payloads() -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<String> = std::fs::read_dir(corpus())
+        .expect("corpus")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".prom"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let body = std::fs::read(corpus().join(&f)).expect("read payload");
+            (f.trim_end_matches(".prom").to_owned(), body)
+        })
+        .collect()
+}
+
+/// One series as the receiver sees it: sorted labels (with `__name__`), value bits, and the
+/// timestamp when the payload gave one.
+type Line = String;
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render(labels: &BTreeMap<String, String>, value_bits: u64, ts: Option<i64>) -> Line {
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    match ts {
+        Some(ts) => format!("{{{}}} {value_bits:#018x} @{ts}", inner.join(", ")),
+        None => format!("{{{}}} {value_bits:#018x}", inner.join(", ")),
+    }
+}
+
+/// What Prometheus 2.42's scrape loop appends for a body, by promlet's parser: `up` 0 and
+/// nothing on a parse error or a label name given twice; otherwise every series (repeats
+/// included, as the agent keeps them), empty-valued labels dropped. Series with an explicit
+/// timestamp are left out: the agent forwards only samples newer than its WAL watcher's start,
+/// so a payload's fixed timestamps never reach a receiver and cannot be compared.
+///
+/// This is the scrape-level behaviour the scrape loop (issue 6) must implement; it lives here
+/// until then, checked against the real Prometheus by the recordings.
+fn appended(body: &[u8]) -> (bool, BTreeSet<Line>) {
+    let mut parser = TextParser::new();
+    let mut used_total = 0;
+    let mut out = BTreeSet::new();
+    loop {
+        let step = match parser.next(&body[used_total..], true) {
+            Ok(s) => s,
+            Err(_) => return (false, BTreeSet::new()),
+        };
+        match step {
+            Step::Entry(entry, used) => {
+                if let Entry::Series {
+                    data,
+                    name,
+                    labels,
+                    value,
+                    timestamp_ms,
+                } = entry
+                {
+                    let mut set = BTreeMap::new();
+                    set.insert(
+                        "__name__".to_owned(),
+                        String::from_utf8_lossy(name).into_owned(),
+                    );
+                    let mut names = BTreeSet::new();
+                    names.insert("__name__".to_owned());
+                    for l in labels {
+                        let n = String::from_utf8_lossy(l.name(data)).into_owned();
+                        if !names.insert(n.clone()) {
+                            // A label name twice: the appender refuses the set, the scrape fails.
+                            return (false, BTreeSet::new());
+                        }
+                        let mut v = Vec::new();
+                        unescape_label_value(l.raw_value(data), &mut v);
+                        let v = String::from_utf8_lossy(&v).into_owned();
+                        if !v.is_empty() {
+                            set.insert(n, v);
+                        }
+                    }
+                    if timestamp_ms.is_none() {
+                        // Remote write is proto3: a zero double is not encoded, so -0 (equal
+                        // to 0) arrives as +0. promlet's encoder (issue 6) must do the same.
+                        let bits = if value == 0.0 { 0 } else { value.to_bits() };
+                        out.insert(render(&set, bits, None));
+                    }
+                }
+                used_total += used;
+            }
+            Step::End(_) => return (true, out),
+            Step::NeedMore => unreachable!("eof is set"),
+        }
+    }
+}
+
+fn expected_text(up: bool, series: &BTreeSet<Line>) -> String {
+    let mut s = format!("up {}\n", u8::from(up));
+    for l in series {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn parser_matches_recorded_prometheus() {
+    let payloads = payloads();
+    assert!(
+        payloads.len() >= 150,
+        "the corpus must hold at least 150 payloads, has {}",
+        payloads.len()
+    );
+    let mut mismatches = Vec::new();
+    for (name, body) in &payloads {
+        let path = corpus().join(format!("{name}.expected"));
+        let Ok(want) = std::fs::read_to_string(&path) else {
+            mismatches.push(format!(
+                "{name}: no recording (run PROMLET_RECORD=1 cargo test --test expo_differential)"
+            ));
+            continue;
+        };
+        let (up, series) = appended(body);
+        let got = expected_text(up, &series);
+        if got != want {
+            mismatches.push(format!("{name}:\n--- Prometheus\n{want}--- promlet\n{got}"));
+        }
+    }
+    eprintln!(
+        "expo differential: {} payloads, {} disagreements with the Prometheus recordings",
+        payloads.len(),
+        mismatches.len()
+    );
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+// ---------------------------------------------------------------- the live Prometheus side
+
+/// Reads one HTTP/1.1 request: (request line, body).
+fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    if request_line.is_empty() {
+        return None;
+    }
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((request_line, body))
+}
+
+fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+}
+
+/// Serves each payload at `/p/<name>`; returns the port.
+fn serve_payloads(payloads: Vec<(String, Vec<u8>)>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let payloads: Arc<BTreeMap<String, Vec<u8>>> = Arc::new(payloads.into_iter().collect());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let payloads = Arc::clone(&payloads);
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                if let Some((line, _)) = read_request(&mut stream) {
+                    let path = line.split_whitespace().nth(1).unwrap_or("");
+                    match path.strip_prefix("/p/").and_then(|n| payloads.get(n)) {
+                        Some(body) => respond(
+                            &mut stream,
+                            "200 OK",
+                            "text/plain; version=0.0.4; charset=utf-8",
+                            body,
+                        ),
+                        None => respond(
+                            &mut stream,
+                            "404 Not Found",
+                            "text/plain",
+                            b"no such payload\n",
+                        ),
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Protobuf varint at `*i`.
+fn varint(b: &[u8], i: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    while *i < b.len() {
+        let byte = b[*i];
+        *i += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    v
+}
+
+/// Iterates the fields of one protobuf message: (field number, wire type, payload bytes or
+/// the varint/fixed value as 8 little-endian bytes).
+fn fields(b: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let key = varint(b, &mut i);
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => out.push((field, wire, varint(b, &mut i).to_le_bytes().to_vec())),
+            1 => {
+                out.push((field, wire, b[i..i + 8].to_vec()));
+                i += 8;
+            }
+            2 => {
+                let n = usize::try_from(varint(b, &mut i)).expect("length");
+                out.push((field, wire, b[i..i + n].to_vec()));
+                i += n;
+            }
+            5 => {
+                out.push((field, wire, b[i..i + 4].to_vec()));
+                i += 4;
+            }
+            other => panic!("unexpected wire type {other}"),
+        }
+    }
+    out
+}
+
+/// A decoded remote-write time series: labels and (value bits, timestamp ms) samples.
+type Received = (BTreeMap<String, String>, Vec<(u64, i64)>);
+
+/// Decodes `prometheus.WriteRequest` (remote-write 1.0):
+/// `message WriteRequest { repeated TimeSeries timeseries = 1; … }`,
+/// `message TimeSeries { repeated Label labels = 1; repeated Sample samples = 2; … }`,
+/// `message Label { string name = 1; string value = 2; }`,
+/// `message Sample { double value = 1; int64 timestamp = 2; }`.
+fn decode_write_request(b: &[u8]) -> Vec<Received> {
+    let mut out = Vec::new();
+    for (field, _, ts) in fields(b) {
+        if field != 1 {
+            continue;
+        }
+        let mut labels = BTreeMap::new();
+        let mut samples = Vec::new();
+        for (f, _, v) in fields(&ts) {
+            match f {
+                1 => {
+                    let (mut name, mut value) = (String::new(), String::new());
+                    for (lf, _, lv) in fields(&v) {
+                        let s = String::from_utf8(lv).expect("utf8 label");
+                        if lf == 1 {
+                            name = s;
+                        } else if lf == 2 {
+                            value = s;
+                        }
+                    }
+                    labels.insert(name, value);
+                }
+                2 => {
+                    let (mut bits, mut t) = (0u64, 0i64);
+                    for (sf, _, sv) in fields(&v) {
+                        let mut raw = [0u8; 8];
+                        raw.copy_from_slice(&sv[..8]);
+                        if sf == 1 {
+                            bits = u64::from_le_bytes(raw);
+                        } else if sf == 2 {
+                            t = i64::from_le_bytes(raw);
+                        }
+                    }
+                    samples.push((bits, t));
+                }
+                _ => {}
+            }
+        }
+        out.push((labels, samples));
+    }
+    out
+}
+
+/// Receives remote writes; returns the port and the shared list of series received.
+fn capture_receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let sink = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let sink = Arc::clone(&sink);
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                if let Some((_, body)) = read_request(&mut stream) {
+                    let raw = snap::raw::Decoder::new()
+                        .decompress_vec(&body)
+                        .expect("snappy");
+                    let series = decode_write_request(&raw);
+                    sink.lock().expect("lock").extend(series);
+                    respond(&mut stream, "204 No Content", "text/plain", b"");
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+const SYNTHETIC: &[&str] = &[
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+/// Runs Prometheus over the corpus; returns per payload the expected-file text.
+fn record_with_prometheus() -> BTreeMap<String, String> {
+    let payloads = payloads();
+    let names: Vec<String> = payloads.iter().map(|(n, _)| n.clone()).collect();
+    let target_port = serve_payloads(payloads);
+    let (receiver_port, received) = capture_receiver();
+    let dir = std::env::temp_dir().join(format!("promlet-expo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut config =
+        String::from("global: {scrape_interval: 1s, scrape_timeout: 1s}\nscrape_configs:\n");
+    for n in &names {
+        config.push_str(&format!(
+            "  - job_name: '{n}'\n    metrics_path: /p/{n}\n    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+        ));
+    }
+    config.push_str(&format!(
+        "remote_write:\n  - url: http://127.0.0.1:{receiver_port}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s, max_samples_per_send: 5000}}\n    metadata_config: {{send: false}}\n"
+    ));
+    // Samples stamped before this come from the payload (explicit timestamps); scrapes are
+    // stamped after it.
+    let started_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis(),
+    )
+    .expect("fits i64")
+        - 60_000;
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, config).expect("config");
+    let child = Command::new("prometheus")
+        .arg("--enable-feature=agent")
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!("--storage.agent.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("prometheus not runnable ({e}): ./test.sh installs Debian's prometheus; this test never skips"));
+    let _guard = Prometheus(child);
+
+    // Wait until every job has reported `up` at least three times (so its first scrape's
+    // series have surely arrived), for at most 90 s.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ups: BTreeMap<String, usize> = {
+            let got = received.lock().expect("lock");
+            let mut ups = BTreeMap::new();
+            for (labels, samples) in got.iter() {
+                if labels.get("__name__").map(String::as_str) == Some("up") {
+                    *ups.entry(labels.get("job").cloned().unwrap_or_default())
+                        .or_insert(0) += samples.len();
+                }
+            }
+            ups
+        };
+        if names.iter().all(|n| ups.get(n).copied().unwrap_or(0) >= 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not report every job within 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let got = received.lock().expect("lock").clone();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut per_job: BTreeMap<String, (bool, BTreeSet<Line>)> = names
+        .iter()
+        .map(|n| (n.clone(), (false, BTreeSet::new())))
+        .collect();
+    for (mut labels, samples) in got {
+        let job = labels.remove("job").unwrap_or_default();
+        labels.remove("instance");
+        let Some((up, series)) = per_job.get_mut(&job) else {
+            continue;
+        };
+        let name = labels.get("__name__").cloned().unwrap_or_default();
+        if name == "up" {
+            *up |= samples.iter().any(|(bits, _)| f64::from_bits(*bits) == 1.0);
+            continue;
+        }
+        if SYNTHETIC.contains(&name.as_str()) {
+            continue;
+        }
+        for (bits, ts) in samples {
+            // A timestamp is part of the recording only when the payload gave one.
+            let explicit = (ts < started_ms).then_some(ts);
+            series.insert(render(&labels, bits, explicit));
+        }
+    }
+    per_job
+        .into_iter()
+        .map(|(n, (up, s))| (n, expected_text(up, &s)))
+        .collect()
+}
+
+#[test]
+fn recordings_match_live_prometheus() {
+    let live = record_with_prometheus();
+    let record = std::env::var_os("PROMLET_RECORD").is_some();
+    let mut stale = Vec::new();
+    for (name, text) in &live {
+        let path = corpus().join(format!("{name}.expected"));
+        if record {
+            std::fs::write(&path, text).expect("write recording");
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            stale.push(format!("{name}: live Prometheus now says:\n{text}"));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "recordings differ from the live Prometheus:\n{}",
+        stale.join("\n")
+    );
+}

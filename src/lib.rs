@@ -18,13 +18,15 @@
 //! nothing per sample. Allocation happens at start and on reload only.
 //!
 //! # What is built so far
-//! The config loader ([`config`]), flags ([`flags`]) and the `check config` target checks
-//! ([`targets`]). The scrape loop, ring and sender come with issues 4–6.
+//! The config loader ([`config`]), flags ([`flags`]), the `check config` target checks
+//! ([`targets`]), target-time relabeling ([`relabel`]), the text-format parser ([`parse`]) and
+//! label sets ([`labels`]). The scrape loop, ring and sender come with issues 4–6.
 
 #![deny(unsafe_code)]
 
 pub mod config;
 pub mod flags;
+pub mod labels;
 pub mod parse;
 pub mod relabel;
 pub mod targets;

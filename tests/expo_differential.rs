@@ -21,8 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use promlet::labels::{HonorLabels, LabelSet};
 use promlet::parse::text::TextParser;
-use promlet::parse::{unescape_label_value, Entry, Step};
+use promlet::parse::{Entry, Step};
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/expo/prom")
@@ -66,16 +67,36 @@ fn render(labels: &BTreeMap<String, String>, value_bits: u64, ts: Option<i64>) -
     }
 }
 
-/// What Prometheus 2.42's scrape loop appends for a body, by promlet's parser: `up` 0 and
-/// nothing on a parse error or a label name given twice; otherwise every series (repeats
-/// included, as the agent keeps them), empty-valued labels dropped. Series with an explicit
+/// Target labels as the recordings spell them: the values change per run (port), so both
+/// sides write placeholders.
+const TARGET_JOB: &str = "<job>";
+const TARGET_INSTANCE: &str = "<instance>";
+
+/// Payloads scraped with `honor_labels: true`.
+fn honor(name: &str) -> HonorLabels {
+    if name.contains("-honor-") {
+        HonorLabels::Yes
+    } else {
+        HonorLabels::No
+    }
+}
+
+/// What Prometheus 2.42's scrape loop appends for a body, by promlet's parser and label set:
+/// `up` 0 and nothing on a parse error; otherwise every series (repeats included, as the
+/// agent keeps them) with the target's labels merged (`honor`), empty-valued labels dropped,
+/// and the scrape failed if a label name is then given twice. Series with an explicit
 /// timestamp are left out: the agent forwards only samples newer than its WAL watcher's start,
 /// so a payload's fixed timestamps never reach a receiver and cannot be compared.
 ///
 /// This is the scrape-level behaviour the scrape loop (issue 6) must implement; it lives here
 /// until then, checked against the real Prometheus by the recordings.
-fn appended(body: &[u8]) -> (bool, BTreeSet<Line>) {
+fn appended(body: &[u8], honor: HonorLabels) -> (bool, BTreeSet<Line>) {
+    let target = [
+        ("instance".to_owned(), TARGET_INSTANCE.to_owned()),
+        ("job".to_owned(), TARGET_JOB.to_owned()),
+    ];
     let mut parser = TextParser::new();
+    let mut set = LabelSet::new();
     let mut used_total = 0;
     let mut out = BTreeSet::new();
     loop {
@@ -93,31 +114,32 @@ fn appended(body: &[u8]) -> (bool, BTreeSet<Line>) {
                     timestamp_ms,
                 } = entry
                 {
-                    let mut set = BTreeMap::new();
-                    set.insert(
-                        "__name__".to_owned(),
-                        String::from_utf8_lossy(name).into_owned(),
-                    );
-                    let mut names = BTreeSet::new();
-                    names.insert("__name__".to_owned());
+                    set.clear();
+                    set.push(b"__name__", name);
                     for l in labels {
-                        let n = String::from_utf8_lossy(l.name(data)).into_owned();
-                        if !names.insert(n.clone()) {
-                            // A label name twice: the appender refuses the set, the scrape fails.
-                            return (false, BTreeSet::new());
-                        }
-                        let mut v = Vec::new();
-                        unescape_label_value(l.raw_value(data), &mut v);
-                        let v = String::from_utf8_lossy(&v).into_owned();
-                        if !v.is_empty() {
-                            set.insert(n, v);
-                        }
+                        set.push_parsed(data, l);
+                    }
+                    set.sort();
+                    set.merge_target(&target, honor);
+                    set.remove_empty();
+                    if set.duplicate_name().is_some() {
+                        // The agent's appender refuses the set; the scrape fails.
+                        return (false, BTreeSet::new());
                     }
                     if timestamp_ms.is_none() {
+                        let map: BTreeMap<String, String> = set
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    String::from_utf8_lossy(k).into_owned(),
+                                    String::from_utf8_lossy(v).into_owned(),
+                                )
+                            })
+                            .collect();
                         // Remote write is proto3: a zero double is not encoded, so -0 (equal
                         // to 0) arrives as +0. promlet's encoder (issue 6) must do the same.
                         let bits = if value == 0.0 { 0 } else { value.to_bits() };
-                        out.insert(render(&set, bits, None));
+                        out.insert(render(&map, bits, None));
                     }
                 }
                 used_total += used;
@@ -154,7 +176,7 @@ fn parser_matches_recorded_prometheus() {
             ));
             continue;
         };
-        let (up, series) = appended(body);
+        let (up, series) = appended(body, honor(name));
         let got = expected_text(up, &series);
         if got != want {
             mismatches.push(format!("{name}:\n--- Prometheus\n{want}--- promlet\n{got}"));
@@ -396,8 +418,11 @@ fn record_with_prometheus() -> BTreeMap<String, String> {
     let mut config =
         String::from("global: {scrape_interval: 1s, scrape_timeout: 1s}\nscrape_configs:\n");
     for n in &names {
+        let honor_labels = honor(n) == HonorLabels::Yes;
         config.push_str(&format!(
-            "  - job_name: '{n}'\n    metrics_path: /p/{n}\n    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+            // The `payload` target label files every received series under its payload,
+            // whatever job label honor_labels leaves on it; it is removed again below.
+            "  - job_name: '{n}'\n    honor_labels: {honor_labels}\n    metrics_path: /p/{n}\n    static_configs: [{{targets: ['127.0.0.1:{target_port}'], labels: {{payload: '{n}'}}}}]\n"
         ));
     }
     config.push_str(&format!(
@@ -436,7 +461,7 @@ fn record_with_prometheus() -> BTreeMap<String, String> {
             let mut ups = BTreeMap::new();
             for (labels, samples) in got.iter() {
                 if labels.get("__name__").map(String::as_str) == Some("up") {
-                    *ups.entry(labels.get("job").cloned().unwrap_or_default())
+                    *ups.entry(labels.get("payload").cloned().unwrap_or_default())
                         .or_insert(0) += samples.len();
                 }
             }
@@ -457,12 +482,18 @@ fn record_with_prometheus() -> BTreeMap<String, String> {
         .iter()
         .map(|n| (n.clone(), (false, BTreeSet::new())))
         .collect();
+    let target_instance = format!("127.0.0.1:{target_port}");
     for (mut labels, samples) in got {
-        let job = labels.remove("job").unwrap_or_default();
-        labels.remove("instance");
-        let Some((up, series)) = per_job.get_mut(&job) else {
+        let payload = labels.remove("payload").unwrap_or_default();
+        let Some((up, series)) = per_job.get_mut(&payload) else {
             continue;
         };
+        if labels.get("job") == Some(&payload) {
+            labels.insert("job".to_owned(), TARGET_JOB.to_owned());
+        }
+        if labels.get("instance") == Some(&target_instance) {
+            labels.insert("instance".to_owned(), TARGET_INSTANCE.to_owned());
+        }
         let name = labels.get("__name__").cloned().unwrap_or_default();
         if name == "up" {
             *up |= samples.iter().any(|(bits, _)| f64::from_bits(*bits) == 1.0);

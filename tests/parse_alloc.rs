@@ -1,4 +1,6 @@
-//! After one warm-up parse, parsing a 10k-series cadvisor-shaped body again allocates nothing
+//! After one warm-up scrape, parsing a 10k-series cadvisor-shaped body again — with, per series,
+//! its label set built, the target's labels merged (exported_ renames included) and hashed —
+//! allocates nothing
 //! (DESIGN.md: steady state means no allocation per scrape). A counting global allocator, per
 //! thread so that other test threads do not disturb the count.
 
@@ -9,8 +11,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use promlet::labels::{HonorLabels, LabelSet};
 use promlet::parse::text::TextParser;
-use promlet::parse::{Step, Window};
+use promlet::parse::{Entry, Step, Window};
 
 struct Counting;
 
@@ -63,8 +66,16 @@ fn cadvisor_body(series: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
-/// Parses `body` through `window` in 16 KiB reads; returns the number of series.
-fn parse(body: &[u8], window: &mut Window, parser: &mut TextParser) -> usize {
+/// Parses `body` through `window` in 16 KiB reads and, per series, builds its label set,
+/// merges the target's labels and hashes it; returns the number of series and a checksum.
+fn parse(
+    body: &[u8],
+    window: &mut Window,
+    parser: &mut TextParser,
+    set: &mut LabelSet,
+    target: &[(String, String)],
+) -> (usize, u64) {
+    let mut checksum = 0u64;
     window.clear();
     parser.reset();
     let mut src = body;
@@ -75,13 +86,25 @@ fn parse(body: &[u8], window: &mut Window, parser: &mut TextParser) -> usize {
             .expect("valid body")
         {
             Step::Entry(entry, used) => {
-                if let promlet::parse::Entry::Series { labels, .. } = entry {
+                if let Entry::Series {
+                    data, name, labels, ..
+                } = entry
+                {
                     assert_eq!(labels.len(), 7);
+                    set.clear();
+                    set.push(b"__name__", name);
+                    for l in labels {
+                        set.push_parsed(data, l);
+                    }
+                    set.sort();
+                    set.merge_target(target, HonorLabels::No);
+                    set.remove_empty();
+                    checksum ^= set.hash();
                     series += 1;
                 }
                 window.consume(used);
             }
-            Step::End(_) => return series,
+            Step::End(_) => return (series, checksum),
             Step::NeedMore => {
                 let space = window.space().expect("lines fit the window");
                 let k = space.len().min(src.len()).min(16 << 10);
@@ -98,10 +121,24 @@ fn a_warm_parse_allocates_nothing() {
     let body = cadvisor_body(10_000);
     let mut window = Window::new(4 << 10, 1 << 20);
     let mut parser = TextParser::new();
-    assert_eq!(parse(&body, &mut window, &mut parser), 10_000, "warm-up");
+    let mut set = LabelSet::new();
+    // A target whose job clashes with nothing and whose `name` label clashes with every
+    // series (so the exported_ path runs too).
+    let target = vec![
+        ("instance".to_owned(), "10.0.0.7:10250".to_owned()),
+        ("job".to_owned(), "cadvisor".to_owned()),
+        ("name".to_owned(), "node-7".to_owned()),
+    ];
+    let warm = parse(&body, &mut window, &mut parser, &mut set, &target);
+    assert_eq!(warm.0, 10_000, "warm-up");
     let before = allocations();
-    assert_eq!(parse(&body, &mut window, &mut parser), 10_000);
+    let again = parse(&body, &mut window, &mut parser, &mut set, &target);
     let during = allocations() - before;
+    assert_eq!(again, warm);
+    assert_eq!(
+        set.get(b"exported_name").map(<[u8]>::len),
+        Some("k8s_app_9999".len())
+    );
     assert_eq!(
         during,
         0,

@@ -7,11 +7,13 @@
 
 use crate::parse::{unescape_label_value, LabelSpan};
 
-/// Where one label's name and value sit in the arena.
+/// Where one label's name and value sit in a set's arena (see [`LabelSet::slice`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
+pub struct Span {
+    /// Arena range of the name.
+    pub name: (u32, u32),
+    /// Arena range of the value.
+    pub value: (u32, u32),
 }
 
 /// Whether scraped labels win over the target's (`honor_labels`).
@@ -118,6 +120,34 @@ impl LabelSet {
         self.spans
             .iter()
             .map(|s| (&self.bytes[r(s.name)], &self.bytes[r(s.value)]))
+    }
+
+    /// The spans of the labels, in their current order.
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+
+    /// The arena bytes of a span's `name` or `value` range. Ranges stay valid until
+    /// [`LabelSet::clear`]: the arena only grows while a series is built.
+    pub fn slice(&self, range: (u32, u32)) -> &[u8] {
+        &self.bytes[r(range)]
+    }
+
+    /// Sets `name` to `value` as `labels.Builder.Set` does: every label of that name goes, and
+    /// an empty value leaves none.
+    pub fn set_value(&mut self, name: &[u8], value: &[u8]) {
+        if value.is_empty() {
+            let bytes = &self.bytes;
+            self.spans.retain(|s| &bytes[r(s.name)] != name);
+        } else {
+            self.set(name, value);
+        }
+    }
+
+    /// Keeps the labels whose name `keep` accepts.
+    pub fn retain_by_name(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let bytes = &self.bytes;
+        self.spans.retain(|s| keep(&bytes[r(s.name)]));
     }
 
     /// The value of `name`, if present.

@@ -21,9 +21,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use promlet::config::relabel::RelabelConfig;
+use promlet::config::Config;
 use promlet::labels::{HonorLabels, LabelSet};
 use promlet::parse::text::TextParser;
 use promlet::parse::{Entry, Step};
+use promlet::relabel::{process_set, Scratch};
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/expo/prom")
@@ -44,6 +47,30 @@ fn payloads() -> Vec<(String, Vec<u8>)> {
             (f.trim_end_matches(".prom").to_owned(), body)
         })
         .collect()
+}
+
+/// The payload's `metric_relabel_configs` (YAML list in `NNN-name.relabel.yml`), if any.
+fn relabel_text(name: &str) -> Option<String> {
+    std::fs::read_to_string(corpus().join(format!("{name}.relabel.yml"))).ok()
+}
+
+/// Indents a YAML list to sit under a scrape config's `metric_relabel_configs:` key.
+fn indented(rules: &str) -> String {
+    rules.lines().map(|l| format!("      {l}\n")).collect()
+}
+
+/// The same rules as promlet's config loader reads them.
+fn relabel_rules(name: &str) -> Vec<RelabelConfig> {
+    let Some(rules) = relabel_text(name) else {
+        return Vec::new();
+    };
+    let text = format!(
+        "scrape_configs:\n  - job_name: x\n    metric_relabel_configs:\n{}",
+        indented(&rules)
+    );
+    let config = Config::parse(&text, Path::new(name), Path::new("."))
+        .unwrap_or_else(|e| panic!("{name}: promlet refuses the rules Prometheus took: {e}"));
+    config.scrape_configs[0].metric_relabel_configs.clone()
 }
 
 /// One series as the receiver sees it: sorted labels (with `__name__`), value bits, and the
@@ -90,7 +117,8 @@ fn honor(name: &str) -> HonorLabels {
 ///
 /// This is the scrape-level behaviour the scrape loop (issue 6) must implement; it lives here
 /// until then, checked against the real Prometheus by the recordings.
-fn appended(body: &[u8], honor: HonorLabels) -> (bool, BTreeSet<Line>) {
+fn appended(body: &[u8], honor: HonorLabels, rules: &[RelabelConfig]) -> (bool, BTreeSet<Line>) {
+    let mut scratch = Scratch::default();
     let target = [
         ("instance".to_owned(), TARGET_INSTANCE.to_owned()),
         ("job".to_owned(), TARGET_JOB.to_owned()),
@@ -122,6 +150,15 @@ fn appended(body: &[u8], honor: HonorLabels) -> (bool, BTreeSet<Line>) {
                     set.sort();
                     set.merge_target(&target, honor);
                     set.remove_empty();
+                    if !process_set(&mut set, rules, &mut scratch) || set.is_empty() {
+                        // Dropped by a rule (or left empty): skipped, the scrape goes on.
+                        used_total += used;
+                        continue;
+                    }
+                    if set.get(b"__name__").is_none() {
+                        // scrape.go: errNameLabelMandatory fails the whole scrape.
+                        return (false, BTreeSet::new());
+                    }
                     if set.duplicate_name().is_some() {
                         // The agent's appender refuses the set; the scrape fails.
                         return (false, BTreeSet::new());
@@ -176,7 +213,7 @@ fn parser_matches_recorded_prometheus() {
             ));
             continue;
         };
-        let (up, series) = appended(body, honor(name));
+        let (up, series) = appended(body, honor(name), &relabel_rules(name));
         let got = expected_text(up, &series);
         if got != want {
             mismatches.push(format!("{name}:\n--- Prometheus\n{want}--- promlet\n{got}"));
@@ -424,6 +461,10 @@ fn record_with_prometheus() -> BTreeMap<String, String> {
             // whatever job label honor_labels leaves on it; it is removed again below.
             "  - job_name: '{n}'\n    honor_labels: {honor_labels}\n    metrics_path: /p/{n}\n    static_configs: [{{targets: ['127.0.0.1:{target_port}'], labels: {{payload: '{n}'}}}}]\n"
         ));
+        if let Some(rules) = relabel_text(n) {
+            config.push_str("    metric_relabel_configs:\n");
+            config.push_str(&indented(&rules));
+        }
     }
     config.push_str(&format!(
         "remote_write:\n  - url: http://127.0.0.1:{receiver_port}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s, max_samples_per_send: 5000}}\n    metadata_config: {{send: false}}\n"

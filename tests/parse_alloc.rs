@@ -1,5 +1,6 @@
 //! After one warm-up scrape, parsing a 10k-series cadvisor-shaped body again — with, per series,
-//! its label set built, the target's labels merged (exported_ renames included) and hashed —
+//! its label set built, the target's labels merged (exported_ renames included), metric
+//! relabeling applied (capture groups, hashmod, labelmap, case mapping, labeldrop) and hashed —
 //! allocates nothing
 //! (DESIGN.md: steady state means no allocation per scrape). A counting global allocator, per
 //! thread so that other test threads do not disturb the count.
@@ -11,9 +12,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use promlet::config::relabel::RelabelConfig;
 use promlet::labels::{HonorLabels, LabelSet};
 use promlet::parse::text::TextParser;
 use promlet::parse::{Entry, Step, Window};
+use promlet::relabel::{process_set, Scratch};
 
 struct Counting;
 
@@ -74,6 +77,8 @@ fn parse(
     parser: &mut TextParser,
     set: &mut LabelSet,
     target: &[(String, String)],
+    rules: &[RelabelConfig],
+    scratch: &mut Scratch,
 ) -> (usize, u64) {
     let mut checksum = 0u64;
     window.clear();
@@ -99,6 +104,7 @@ fn parse(
                     set.sort();
                     set.merge_target(target, HonorLabels::No);
                     set.remove_empty();
+                    assert!(process_set(set, rules, scratch), "no rule drops");
                     checksum ^= set.hash();
                     series += 1;
                 }
@@ -129,10 +135,44 @@ fn a_warm_parse_allocates_nothing() {
         ("job".to_owned(), "cadvisor".to_owned()),
         ("name".to_owned(), "node-7".to_owned()),
     ];
-    let warm = parse(&body, &mut window, &mut parser, &mut set, &target);
+    // metric_relabel_configs exercising every rewriting path: capture groups, hashmod (MD5),
+    // labelmap, case mapping, labeldrop.
+    let config = promlet::config::Config::parse(
+        "scrape_configs:\n  - job_name: c\n    metric_relabel_configs:\n\
+         \x20     - {source_labels: [id], regex: '/kubepods/([a-z]+)/(pod[0-9]+)/.*', target_label: qos, replacement: '$1'}\n\
+         \x20     - {source_labels: [pod], target_label: shard, modulus: 16, action: hashmod}\n\
+         \x20     - {regex: '(container|namespace)', replacement: 'k8s_$1', action: labelmap}\n\
+         \x20     - {source_labels: [image], target_label: image_lower, action: lowercase}\n\
+         \x20     - {regex: 'id|name', action: labeldrop}\n",
+        std::path::Path::new("alloc.yml"),
+        std::path::Path::new("."),
+    )
+    .expect("valid rules");
+    let rules = &config.scrape_configs[0].metric_relabel_configs;
+    let mut scratch = Scratch::default();
+    let warm = parse(
+        &body,
+        &mut window,
+        &mut parser,
+        &mut set,
+        &target,
+        rules,
+        &mut scratch,
+    );
     assert_eq!(warm.0, 10_000, "warm-up");
+    assert_eq!(set.get(b"qos"), Some(&b"burstable"[..]));
+    assert!(set.get(b"shard").is_some() && set.get(b"k8s_namespace").is_some());
+    assert!(set.get(b"id").is_none());
     let before = allocations();
-    let again = parse(&body, &mut window, &mut parser, &mut set, &target);
+    let again = parse(
+        &body,
+        &mut window,
+        &mut parser,
+        &mut set,
+        &target,
+        rules,
+        &mut scratch,
+    );
     let during = allocations() - before;
     assert_eq!(again, warm);
     assert_eq!(

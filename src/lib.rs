@@ -27,6 +27,7 @@
 pub mod config;
 pub mod flags;
 pub mod labels;
+pub mod limits;
 pub mod parse;
 pub mod relabel;
 pub mod targets;

@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use promlet::config::relabel::RelabelConfig;
-use promlet::config::Config;
+use promlet::config::{Config, Limits};
 use promlet::labels::{HonorLabels, LabelSet};
+use promlet::limits::{check_body_size, check_labels, SampleCounter};
 use promlet::parse::text::TextParser;
 use promlet::parse::{Entry, Step};
 use promlet::relabel::{process_set, Scratch};
@@ -59,18 +60,31 @@ fn indented(rules: &str) -> String {
     rules.lines().map(|l| format!("      {l}\n")).collect()
 }
 
-/// The same rules as promlet's config loader reads them.
-fn relabel_rules(name: &str) -> Vec<RelabelConfig> {
-    let Some(rules) = relabel_text(name) else {
-        return Vec::new();
-    };
-    let text = format!(
-        "scrape_configs:\n  - job_name: x\n    metric_relabel_configs:\n{}",
-        indented(&rules)
-    );
+/// The payload's scrape-config limit keys (YAML lines in `NNN-name.limits.yml`), if any.
+fn limits_text(name: &str) -> Option<String> {
+    std::fs::read_to_string(corpus().join(format!("{name}.limits.yml"))).ok()
+}
+
+/// The payload job's extra keys, as a scrape config's YAML lines.
+fn job_extras(name: &str) -> String {
+    let mut out = String::new();
+    if let Some(limits) = limits_text(name) {
+        out.extend(limits.lines().map(|l| format!("    {l}\n")));
+    }
+    if let Some(rules) = relabel_text(name) {
+        out.push_str("    metric_relabel_configs:\n");
+        out.push_str(&indented(&rules));
+    }
+    out
+}
+
+/// The job's relabel rules and limits as promlet's config loader reads them.
+fn job_settings(name: &str) -> (Vec<RelabelConfig>, Limits) {
+    let text = format!("scrape_configs:\n  - job_name: x\n{}", job_extras(name));
     let config = Config::parse(&text, Path::new(name), Path::new("."))
-        .unwrap_or_else(|e| panic!("{name}: promlet refuses the rules Prometheus took: {e}"));
-    config.scrape_configs[0].metric_relabel_configs.clone()
+        .unwrap_or_else(|e| panic!("{name}: promlet refuses what Prometheus took: {e}"));
+    let sc = &config.scrape_configs[0];
+    (sc.metric_relabel_configs.clone(), sc.limits)
 }
 
 /// One series as the receiver sees it: sorted labels (with `__name__`), value bits, and the
@@ -117,11 +131,24 @@ fn honor(name: &str) -> HonorLabels {
 ///
 /// This is the scrape-level behaviour the scrape loop (issue 6) must implement; it lives here
 /// until then, checked against the real Prometheus by the recordings.
-fn appended(body: &[u8], honor: HonorLabels, rules: &[RelabelConfig]) -> (bool, BTreeSet<Line>) {
+fn appended(
+    name: &str,
+    body: &[u8],
+    honor: HonorLabels,
+    rules: &[RelabelConfig],
+    limits: &Limits,
+) -> (bool, BTreeSet<Line>) {
+    if check_body_size(u64::try_from(body.len()).expect("fits"), limits).is_err() {
+        return (false, BTreeSet::new());
+    }
     let mut scratch = Scratch::default();
+    let mut samples = SampleCounter::new(limits);
+    // The live run's target labels: job and instance as placeholders, and `payload`, which
+    // counts for the label limits and is removed before rendering.
     let target = [
         ("instance".to_owned(), TARGET_INSTANCE.to_owned()),
         ("job".to_owned(), TARGET_JOB.to_owned()),
+        ("payload".to_owned(), name.to_owned()),
     ];
     let mut parser = TextParser::new();
     let mut set = LabelSet::new();
@@ -159,12 +186,16 @@ fn appended(body: &[u8], honor: HonorLabels, rules: &[RelabelConfig]) -> (bool, 
                         // scrape.go: errNameLabelMandatory fails the whole scrape.
                         return (false, BTreeSet::new());
                     }
+                    if check_labels(&set, limits).is_err() {
+                        return (false, BTreeSet::new());
+                    }
                     if set.duplicate_name().is_some() {
                         // The agent's appender refuses the set; the scrape fails.
                         return (false, BTreeSet::new());
                     }
+                    samples.add(value);
                     if timestamp_ms.is_none() {
-                        let map: BTreeMap<String, String> = set
+                        let mut map: BTreeMap<String, String> = set
                             .iter()
                             .map(|(k, v)| {
                                 (
@@ -173,6 +204,7 @@ fn appended(body: &[u8], honor: HonorLabels, rules: &[RelabelConfig]) -> (bool, 
                                 )
                             })
                             .collect();
+                        map.remove("payload");
                         // Remote write is proto3: a zero double is not encoded, so -0 (equal
                         // to 0) arrives as +0. promlet's encoder (issue 6) must do the same.
                         let bits = if value == 0.0 { 0 } else { value.to_bits() };
@@ -181,7 +213,12 @@ fn appended(body: &[u8], honor: HonorLabels, rules: &[RelabelConfig]) -> (bool, 
                 }
                 used_total += used;
             }
-            Step::End(_) => return (true, out),
+            Step::End(_) => {
+                return match samples.finish() {
+                    Ok(_) => (true, out),
+                    Err(_) => (false, BTreeSet::new()),
+                }
+            }
             Step::NeedMore => unreachable!("eof is set"),
         }
     }
@@ -213,7 +250,8 @@ fn parser_matches_recorded_prometheus() {
             ));
             continue;
         };
-        let (up, series) = appended(body, honor(name), &relabel_rules(name));
+        let (rules, limits) = job_settings(name);
+        let (up, series) = appended(name, body, honor(name), &rules, &limits);
         let got = expected_text(up, &series);
         if got != want {
             mismatches.push(format!("{name}:\n--- Prometheus\n{want}--- promlet\n{got}"));
@@ -461,10 +499,7 @@ fn record_with_prometheus() -> BTreeMap<String, String> {
             // whatever job label honor_labels leaves on it; it is removed again below.
             "  - job_name: '{n}'\n    honor_labels: {honor_labels}\n    metrics_path: /p/{n}\n    static_configs: [{{targets: ['127.0.0.1:{target_port}'], labels: {{payload: '{n}'}}}}]\n"
         ));
-        if let Some(rules) = relabel_text(n) {
-            config.push_str("    metric_relabel_configs:\n");
-            config.push_str(&indented(&rules));
-        }
+        config.push_str(&job_extras(n));
     }
     config.push_str(&format!(
         "remote_write:\n  - url: http://127.0.0.1:{receiver_port}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s, max_samples_per_send: 5000}}\n    metadata_config: {{send: false}}\n"

@@ -6,6 +6,9 @@
 /// can never be mistaken for the staleness marker (`0x7ff0000000000002`).
 pub const NORMAL_NAN_BITS: u64 = 0x7ff8_0000_0000_0001;
 
+/// The staleness marker (`value.StaleNaN`): written only by promlet itself, never parsed.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
 /// Parses a sample value. Accepts what Go accepts in decimal: `1`, `-1.5e3`, `.5`, `5.`,
 /// `+Inf`, `inf`, `Infinity`, `NaN` (any case, NaN unsigned). Refuses out-of-range values such as `1e400`
 /// (Go's ErrRange), hex floats, underscores and everything else. NaN comes back as

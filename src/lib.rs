@@ -26,6 +26,8 @@
 
 pub mod config;
 pub mod flags;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod labels;
 pub mod limits;
 pub mod parse;

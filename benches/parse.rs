@@ -75,12 +75,7 @@ impl Scraper {
                     {
                         samples += 1;
                         if full {
-                            self.set.clear();
-                            self.set.push(b"__name__", name);
-                            for l in labels {
-                                self.set.push_parsed(data, l);
-                            }
-                            self.set.sort();
+                            self.set.fill_series(data, name, labels);
                             self.set.merge_target(&self.target, HonorLabels::No);
                             if process_set(&mut self.set, &self.rules, &mut self.scratch) {
                                 kept += 1;

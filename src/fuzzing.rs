@@ -101,12 +101,7 @@ pub fn relabel(data: &[u8]) {
                     data, name, labels, ..
                 } = entry
                 {
-                    set.clear();
-                    set.push(b"__name__", name);
-                    for l in labels {
-                        set.push_parsed(data, l);
-                    }
-                    set.sort();
+                    set.fill_series(data, name, labels);
                     set.merge_target(&target, HonorLabels::No);
                     let _ = process_set(&mut set, &sc.metric_relabel_configs, &mut scratch);
                     let _ = set.hash();

@@ -100,6 +100,17 @@ impl LabelSet {
         self.spans.push(Span { name, value });
     }
 
+    /// Refills the set with one parsed series: `__name__`, then its labels with escapes
+    /// resolved, sorted. Allocation-free once the arena has grown.
+    pub fn fill_series(&mut self, data: &[u8], name: &[u8], labels: &[LabelSpan]) {
+        self.clear();
+        self.push(b"__name__", name);
+        for l in labels {
+            self.push_parsed(data, l);
+        }
+        self.sort();
+    }
+
     /// Sorts by name (byte order), stable, allocation-free for small sets and in-place
     /// insertion for the rest.
     pub fn sort(&mut self) {

@@ -169,12 +169,7 @@ fn appended(
                     timestamp_ms,
                 } = entry
                 {
-                    set.clear();
-                    set.push(b"__name__", name);
-                    for l in labels {
-                        set.push_parsed(data, l);
-                    }
-                    set.sort();
+                    set.fill_series(data, name, labels);
                     set.merge_target(&target, honor);
                     set.remove_empty();
                     if !process_set(&mut set, rules, &mut scratch) || set.is_empty() {

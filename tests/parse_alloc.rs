@@ -96,12 +96,7 @@ fn parse(
                 } = entry
                 {
                     assert_eq!(labels.len(), 7);
-                    set.clear();
-                    set.push(b"__name__", name);
-                    for l in labels {
-                        set.push_parsed(data, l);
-                    }
-                    set.sort();
+                    set.fill_series(data, name, labels);
                     set.merge_target(target, HonorLabels::No);
                     set.remove_empty();
                     assert!(process_set(set, rules, scratch), "no rule drops");

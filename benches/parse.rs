@@ -1,8 +1,9 @@
 //! Parse throughput on real payload shapes, and the window a 38 MB cadvisor body needs.
 //!
 //! `cargo bench --bench parse` measures, per payload (the node_exporter, kube-state-metrics,
-//! cadvisor and app snapshots of `tests/fixtures/expo/prom/`):
-//! - parse: the text parser alone, 64 KiB windows;
+//! cadvisor and app snapshots of `tests/fixtures/expo/prom/`, and the node_exporter and cadvisor
+//! ones rewritten as OpenMetrics):
+//! - parse: the parser alone, 64 KiB windows;
 //! - parse+labels+relabel: as a scrape does it, with each series' label set built, the target's
 //!   labels merged, a four-rule `metric_relabel_configs` chain applied, and hashed.
 //!
@@ -17,14 +18,14 @@ use std::time::{Duration, Instant};
 use promlet::config::relabel::RelabelConfig;
 use promlet::config::Config;
 use promlet::labels::{HonorLabels, LabelSet};
-use promlet::parse::text::TextParser;
-use promlet::parse::{Entry, Step, Window};
+use promlet::parse::{Entry, Format, Parser, Step, Window};
 use promlet::relabel::{process_set, Scratch};
 
 /// Everything a scrape keeps between scrapes.
 struct Scraper {
     window: Window,
-    parser: TextParser,
+    format: Format,
+    parser: Parser,
     set: LabelSet,
     scratch: Scratch,
     target: Vec<(String, String)>,
@@ -32,7 +33,7 @@ struct Scraper {
 }
 
 impl Scraper {
-    fn new(max_window: usize) -> Self {
+    fn new(format: Format, max_window: usize) -> Self {
         let config = Config::parse(
             "scrape_configs:\n  - job_name: c\n    metric_relabel_configs:\n\
              \x20     - {source_labels: [__name__], regex: 'go_.*', action: drop}\n\
@@ -45,7 +46,8 @@ impl Scraper {
         .expect("valid rules");
         Scraper {
             window: Window::new(4 << 10, max_window),
-            parser: TextParser::new(),
+            format,
+            parser: Parser::new(format),
             set: LabelSet::new(),
             scratch: Scratch::default(),
             target: vec![
@@ -59,7 +61,7 @@ impl Scraper {
     /// One scrape of `body` in 64 KiB reads; returns (samples, kept series, hash checksum).
     fn scrape(&mut self, body: &[u8], full: bool) -> (u64, u64, u64) {
         self.window.clear();
-        self.parser.reset();
+        self.parser.reset(self.format);
         let (mut samples, mut kept, mut checksum) = (0u64, 0u64, 0u64);
         let mut src = body;
         loop {
@@ -113,6 +115,28 @@ fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/expo/prom")
 }
 
+/// A text-format body as OpenMetrics: HELP and TYPE kept (`untyped` as `unknown`), other
+/// comments and blank lines dropped, `# EOF` added. Sample lines are already valid
+/// OpenMetrics in these snapshots (single spaces, commas between labels).
+fn to_openmetrics(body: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::with_capacity(body.len() + 8);
+    for line in text.lines() {
+        let metadata = line.starts_with("# HELP ") || line.starts_with("# TYPE ");
+        if line.is_empty() || (line.starts_with('#') && !metadata) {
+            continue;
+        }
+        if line.starts_with("# TYPE ") && line.ends_with(" untyped") {
+            out.push_str(&line.replace(" untyped", " unknown"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out.push_str("# EOF\n");
+    out.into_bytes()
+}
+
 fn snapshot(name: &str) -> Vec<u8> {
     let file = std::fs::read_dir(corpus())
         .expect("corpus")
@@ -132,14 +156,21 @@ fn main() {
     };
     println!("| payload | bytes | series | parse MB/s | parse Msamples/s | +labels+relabel MB/s | Msamples/s | full/parse time |");
     println!("|---|---|---|---|---|---|---|---|");
-    for name in [
-        "snapshot-node-exporter",
-        "snapshot-kube-state-metrics",
-        "snapshot-cadvisor",
-        "snapshot-app",
+    for (name, format) in [
+        ("snapshot-node-exporter", Format::Text),
+        ("snapshot-kube-state-metrics", Format::Text),
+        ("snapshot-cadvisor", Format::Text),
+        ("snapshot-app", Format::Text),
+        ("snapshot-node-exporter", Format::OpenMetrics),
+        ("snapshot-cadvisor", Format::OpenMetrics),
     ] {
-        let body = snapshot(name);
-        let mut scraper = Scraper::new(1 << 20);
+        let mut body = snapshot(name);
+        let mut name = name.to_owned();
+        if format == Format::OpenMetrics {
+            body = to_openmetrics(&body);
+            name.push_str(" (OpenMetrics)");
+        }
+        let mut scraper = Scraper::new(format, 1 << 20);
         let (series, _, _) = scraper.scrape(&body, false);
         let (kept, _) = (scraper.scrape(&body, true).1, ());
         assert!(
@@ -181,7 +212,7 @@ fn main() {
         .expect("python3 runs the bench exporter");
     assert!(out.status.success(), "exporter.py --dump failed");
     let body = out.stdout;
-    let mut scraper = Scraper::new(1 << 20);
+    let mut scraper = Scraper::new(Format::Text, 1 << 20);
     let start = Instant::now();
     let (series, kept, _) = scraper.scrape(&body, true);
     let elapsed = start.elapsed();

@@ -1,7 +1,7 @@
 //! Checks the fuzz targets (`fuzz/`) run on arbitrary bytes, shared with `tests/fuzz_replay.rs`,
 //! which replays every committed crash and seed under stable `cargo test`.
 //!
-//! Each check must never panic; beyond that each asserts a property: the text parser gives the
+//! Each check must never panic; beyond that each asserts a property: each parser gives the
 //! same result however the body is split into windows.
 
 use std::path::Path;
@@ -9,15 +9,15 @@ use std::path::Path;
 use crate::config::Config;
 use crate::labels::{HonorLabels, LabelSet};
 use crate::parse::text::TextParser;
-use crate::parse::{Entry, ParseError, Step};
+use crate::parse::{Entry, Format, ParseError, Parser, Step};
 use crate::relabel::{process_set, Scratch};
 
 /// A parse outcome that can be compared: per series its name, label count, value bits and
 /// timestamp; or the error.
 type Outcome = Result<Vec<(Vec<u8>, usize, u64, Option<i64>)>, ParseError>;
 
-fn parse_split(body: &[u8], cut: usize) -> Outcome {
-    let mut parser = TextParser::new();
+fn parse_split(format: Format, body: &[u8], cut: usize) -> Outcome {
+    let mut parser = Parser::new(format);
     let mut buf: Vec<u8> = Vec::new();
     let mut fed = 0;
     let mut out = Vec::new();
@@ -53,13 +53,22 @@ fn parse_split(body: &[u8], cut: usize) -> Outcome {
 /// The text parser on arbitrary bytes: the first two bytes pick a split point, the rest is the
 /// body; split and whole parses must agree.
 pub fn text(data: &[u8]) {
+    split_agrees(Format::Text, data);
+}
+
+/// The OpenMetrics parser on arbitrary bytes, as [`text`].
+pub fn openmetrics(data: &[u8]) {
+    split_agrees(Format::OpenMetrics, data);
+}
+
+fn split_agrees(format: Format, data: &[u8]) {
     if data.len() < 2 {
         return;
     }
     let body = &data[2..];
     let cut = usize::from(u16::from_le_bytes([data[0], data[1]])) % (body.len() + 1);
-    let whole = parse_split(body, body.len());
-    let split = parse_split(body, cut);
+    let whole = parse_split(format, body, body.len());
+    let split = parse_split(format, body, cut);
     assert_eq!(whole, split, "split at {cut} changed the result");
 }
 

@@ -19,8 +19,9 @@
 //!
 //! # What is built so far
 //! The config loader ([`config`]), flags ([`flags`]), the `check config` target checks
-//! ([`targets`]), target-time relabeling ([`relabel`]), the text-format parser ([`parse`]) and
-//! label sets ([`labels`]). The scrape loop, ring and sender come with issues 4–6.
+//! ([`targets`]), relabeling ([`relabel`]), the text-format and OpenMetrics parsers
+//! ([`parse`]), label sets ([`labels`]) and the scrape limits ([`limits`]). The scrape loop,
+//! ring and sender come with issues 5–6.
 
 #![deny(unsafe_code)]
 

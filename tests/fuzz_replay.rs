@@ -24,6 +24,11 @@ fn text_parser_inputs() {
 }
 
 #[test]
+fn openmetrics_parser_inputs() {
+    replay("openmetrics_parser", promlet::fuzzing::openmetrics);
+}
+
+#[test]
 fn config_inputs() {
     replay("config", promlet::fuzzing::config);
 }

@@ -1,4 +1,5 @@
-//! After one warm-up scrape, parsing a 10k-series cadvisor-shaped body again — with, per series,
+//! After one warm-up scrape, parsing a 10k-series cadvisor-shaped body again, in the text format
+//! and in OpenMetrics (format picked from the Content-Type) — with, per series,
 //! its label set built, the target's labels merged (exported_ renames included), metric
 //! relabeling applied (capture groups, hashmod, labelmap, case mapping, labeldrop) and hashed —
 //! allocates nothing
@@ -14,8 +15,7 @@ use std::cell::Cell;
 
 use promlet::config::relabel::RelabelConfig;
 use promlet::labels::{HonorLabels, LabelSet};
-use promlet::parse::text::TextParser;
-use promlet::parse::{Entry, Step, Window};
+use promlet::parse::{Entry, Format, Parser, Step, Window};
 use promlet::relabel::{process_set, Scratch};
 
 struct Counting;
@@ -53,18 +53,33 @@ fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
 
-fn cadvisor_body(series: usize) -> Vec<u8> {
+/// A cadvisor-shaped body in `format`: OpenMetrics gets seconds timestamps, an exemplar on
+/// every tenth series and the closing `# EOF`.
+fn cadvisor_body(format: Format, series: usize) -> Vec<u8> {
     let mut body = String::from(
         "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.\n\
          # TYPE container_cpu_usage_seconds_total counter\n",
     );
+    let om = format == Format::OpenMetrics;
     for i in 0..series {
+        let ts = if om {
+            format!("1700000000.{:03}", i % 1000)
+        } else {
+            format!("1700000000{:03}", i % 1000)
+        };
+        let exemplar = if om && i % 10 == 0 {
+            " # {trace_id=\"4bf92f3577b34da6\"} 0.5 1700000000.5"
+        } else {
+            ""
+        };
         body.push_str(&format!(
-            "container_cpu_usage_seconds_total{{container=\"app-{i}\",cpu=\"total\",id=\"/kubepods/burstable/pod{i}/c{i}\",image=\"registry.example/app:1.{i}\",name=\"k8s_app_{i}\",namespace=\"ns-{}\",pod=\"app-{i}-7d4b9c\"}} {}.25 1700000000{:03}\n",
+            "container_cpu_usage_seconds_total{{container=\"app-{i}\",cpu=\"total\",id=\"/kubepods/burstable/pod{i}/c{i}\",image=\"registry.example/app:1.{i}\",name=\"k8s_app_{i}\",namespace=\"ns-{}\",pod=\"app-{i}-7d4b9c\"}} {}.25 {ts}{exemplar}\n",
             i % 20,
             i * 3,
-            i % 1000
         ));
+    }
+    if om {
+        body.push_str("# EOF\n");
     }
     body.into_bytes()
 }
@@ -74,7 +89,7 @@ fn cadvisor_body(series: usize) -> Vec<u8> {
 fn parse(
     body: &[u8],
     window: &mut Window,
-    parser: &mut TextParser,
+    parser: &mut Parser,
     set: &mut LabelSet,
     target: &[(String, String)],
     rules: &[RelabelConfig],
@@ -82,7 +97,14 @@ fn parse(
 ) -> (usize, u64) {
     let mut checksum = 0u64;
     window.clear();
-    parser.reset();
+    // The format comes from the response's Content-Type, read on every scrape too.
+    let format = parser.format();
+    let content_type: &[u8] = match format {
+        Format::OpenMetrics => b"application/openmetrics-text; version=1.0.0; charset=utf-8",
+        _ => b"text/plain; version=0.0.4; charset=utf-8",
+    };
+    parser.reset(Format::from_content_type(Some(content_type)));
+    assert_eq!(parser.format(), format);
     let mut src = body;
     let mut series = 0;
     loop {
@@ -118,10 +140,19 @@ fn parse(
 }
 
 #[test]
-fn a_warm_parse_allocates_nothing() {
-    let body = cadvisor_body(10_000);
+fn a_warm_text_parse_allocates_nothing() {
+    warm_parse_allocates_nothing(Format::Text);
+}
+
+#[test]
+fn a_warm_openmetrics_parse_allocates_nothing() {
+    warm_parse_allocates_nothing(Format::OpenMetrics);
+}
+
+fn warm_parse_allocates_nothing(format: Format) {
+    let body = cadvisor_body(format, 10_000);
     let mut window = Window::new(4 << 10, 1 << 20);
-    let mut parser = TextParser::new();
+    let mut parser = Parser::new(format);
     let mut set = LabelSet::new();
     // A target whose job clashes with nothing and whose `name` label clashes with every
     // series (so the exported_ path runs too).

@@ -9,13 +9,16 @@ pub const NORMAL_NAN_BITS: u64 = 0x7ff8_0000_0000_0001;
 /// The staleness marker (`value.StaleNaN`): written only by promlet itself, never parsed.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
+/// promparse.go's own refusal of `p`, `P` and `_`, reported without Go's `strconv` prefix.
+pub const UNSUPPORTED: &str = "unsupported character in float";
+
 /// Parses a sample value. Accepts what Go accepts in decimal: `1`, `-1.5e3`, `.5`, `5.`,
 /// `+Inf`, `inf`, `Infinity`, `NaN` (any case, NaN unsigned). Refuses out-of-range values such as `1e400`
 /// (Go's ErrRange), hex floats, underscores and everything else. NaN comes back as
 /// [`NORMAL_NAN_BITS`]. Allocation-free.
 pub fn parse_value(s: &[u8]) -> Result<f64, &'static str> {
     if s.iter().any(|&b| matches!(b, b'p' | b'P' | b'_')) {
-        return Err("unsupported character in float");
+        return Err(UNSUPPORTED);
     }
     // Go's `special`: NaN takes no sign; Inf and Infinity take one.
     if s.eq_ignore_ascii_case(b"nan") {
@@ -30,13 +33,13 @@ pub fn parse_value(s: &[u8]) -> Result<f64, &'static str> {
         return Ok(sign * f64::INFINITY);
     }
     if !is_decimal(body) {
-        return Err("invalid float syntax");
+        return Err("invalid syntax");
     }
     // The bytes are ASCII digits, '.', 'e', '+', '-' by `is_decimal`.
-    let text = std::str::from_utf8(s).map_err(|_| "invalid float syntax")?;
-    let v: f64 = text.parse().map_err(|_| "invalid float syntax")?;
+    let text = std::str::from_utf8(s).map_err(|_| "invalid syntax")?;
+    let v: f64 = text.parse().map_err(|_| "invalid syntax")?;
     if v.is_infinite() {
-        return Err("float out of range");
+        return Err("value out of range");
     }
     Ok(v)
 }

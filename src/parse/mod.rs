@@ -7,15 +7,24 @@
 //! ranges, never copies. Memory is the window (the longest entry, not the body) plus one
 //! reused vector of label spans.
 //!
-//! This slice has the Prometheus text format 0.0.4 ([`text`]); OpenMetrics, the label arena
-//! and the limits are the rest of issue 4.
+//! Two formats, chosen per response by [`Format::from_content_type`] as Prometheus 2.42 does:
+//! the Prometheus text format 0.0.4 ([`text`]) and OpenMetrics 1.0 ([`openmetrics`]). A
+//! [`Parser`] holds both and parses with the one the response asked for.
 
 pub mod float;
+mod media;
+pub mod openmetrics;
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod testkit;
 pub mod text;
+
+pub use media::{Format, ACCEPT_HEADER};
 
 use std::fmt;
 
-/// A metric family's type as `# TYPE` declares it in the text format.
+/// A metric family's type as `# TYPE` declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricType {
     /// `counter`.
@@ -26,8 +35,16 @@ pub enum MetricType {
     Histogram,
     /// `summary`.
     Summary,
-    /// `untyped`.
+    /// `untyped` (text format only).
     Untyped,
+    /// `gaugehistogram` (OpenMetrics only).
+    GaugeHistogram,
+    /// `info` (OpenMetrics only).
+    Info,
+    /// `stateset` (OpenMetrics only).
+    Stateset,
+    /// `unknown` (OpenMetrics only).
+    Unknown,
 }
 
 /// One label of a series: byte ranges into the window's data.
@@ -78,7 +95,8 @@ pub enum Entry<'a> {
         /// Explicit timestamp in milliseconds, if the line has one.
         timestamp_ms: Option<i64>,
     },
-    /// `# HELP name text`; `text` raw (escapes `\\` and `\n` not resolved).
+    /// `# HELP name text`; `text` raw: resolve it with [`unescape_help`] (text format) or
+    /// [`unescape_label_value`] (OpenMetrics, whose help takes the label-value escapes).
     Help {
         /// Metric family name.
         name: &'a [u8],
@@ -92,7 +110,14 @@ pub enum Entry<'a> {
         /// Declared type.
         kind: MetricType,
     },
-    /// Any other `#` line.
+    /// `# UNIT name unit` (OpenMetrics only).
+    Unit {
+        /// Metric family name.
+        name: &'a [u8],
+        /// The unit, possibly empty.
+        unit: &'a [u8],
+    },
+    /// Any other `#` line (text format only).
     Comment,
 }
 
@@ -133,6 +158,201 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// What a parser keeps across the entries of one body: the reused label vector and the line
+/// number of the next call's first byte (1-based).
+#[derive(Debug)]
+pub(crate) struct BodyState {
+    pub(crate) labels: Vec<LabelSpan>,
+    pub(crate) line: u64,
+}
+
+impl Default for BodyState {
+    fn default() -> Self {
+        BodyState {
+            labels: Vec::new(),
+            line: 1,
+        }
+    }
+}
+
+impl BodyState {
+    /// Starts a new body, keeping the label vector's memory.
+    pub(crate) fn reset(&mut self) {
+        self.labels.clear();
+        self.line = 1;
+    }
+}
+
+/// Why an entry could not be finished (shared by both formats' parsers).
+pub(crate) enum Stop {
+    /// The data ended inside the entry; more is coming.
+    More,
+    /// The body is refused at byte `at` of the data.
+    Error { at: usize, reason: String },
+}
+
+/// An entry as byte ranges of the data, before it is lent out as an [`Entry`].
+pub(crate) enum Kind {
+    Series {
+        name: (usize, usize),
+        value: f64,
+        timestamp_ms: Option<i64>,
+    },
+    Help {
+        name: (usize, usize),
+        text: (usize, usize),
+    },
+    Type {
+        name: (usize, usize),
+        kind: MetricType,
+    },
+    Unit {
+        name: (usize, usize),
+        unit: (usize, usize),
+    },
+    Comment,
+}
+
+impl Kind {
+    /// The entry over `data`; a series' labels are `labels`.
+    pub(crate) fn entry<'a>(self, data: &'a [u8], labels: &'a [LabelSpan]) -> Entry<'a> {
+        match self {
+            Kind::Series {
+                name,
+                value,
+                timestamp_ms,
+            } => Entry::Series {
+                data,
+                name: &data[name.0..name.1],
+                labels,
+                value,
+                timestamp_ms,
+            },
+            Kind::Help { name, text } => Entry::Help {
+                name: &data[name.0..name.1],
+                text: &data[text.0..text.1],
+            },
+            Kind::Type { name, kind } => Entry::Type {
+                name: &data[name.0..name.1],
+                kind,
+            },
+            Kind::Unit { name, unit } => Entry::Unit {
+                name: &data[name.0..name.1],
+                unit: &data[unit.0..unit.1],
+            },
+            Kind::Comment => Entry::Comment,
+        }
+    }
+}
+
+/// A byte offset of the window as a label span bound (a window never reaches 4 GiB: its
+/// growth is capped far below).
+pub(crate) fn to_u32(n: usize, at: usize) -> Result<u32, Stop> {
+    u32::try_from(n).map_err(|_| Stop::Error {
+        at,
+        reason: "window larger than 4 GiB".to_owned(),
+    })
+}
+
+pub(crate) fn count_newlines(b: &[u8]) -> u64 {
+    b.iter().map(|&c| u64::from(c == b'\n')).sum()
+}
+
+/// The error excerpt shows up to 64 bytes of the line from the offending byte: before giving
+/// an error, wait for them (or the line's end), so that an error reads the same however the
+/// body was split into windows.
+pub(crate) fn excerpt_incomplete(tail: &[u8], eof: bool) -> bool {
+    !eof && tail.len() < 64 && !tail.contains(&b'\n')
+}
+
+/// The error for byte `at` of `data`, whose first byte is on line `line`.
+pub(crate) fn located(line: u64, data: &[u8], at: usize, reason: String) -> ParseError {
+    let at = at.min(data.len());
+    let before = &data[..at];
+    let line = line + count_newlines(before);
+    let line_start = before
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |p| p + 1);
+    let rest = &data[at..];
+    let line_end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+    let excerpt = &rest[..line_end.min(64)];
+    ParseError {
+        line,
+        col: u64::try_from(at - line_start + 1).unwrap_or(u64::MAX),
+        reason,
+        excerpt: String::from_utf8_lossy(excerpt).into_owned(),
+    }
+}
+
+/// A sample value or timestamp as Prometheus reads it, with its error message.
+pub(crate) fn value_at(b: &[u8], at: usize) -> Result<f64, Stop> {
+    float::parse_value(b).map_err(|e| Stop::Error {
+        at,
+        reason: if e == float::UNSUPPORTED {
+            e.to_owned()
+        } else {
+            format!(
+                "strconv.ParseFloat: parsing {:?}: {e}",
+                String::from_utf8_lossy(b)
+            )
+        },
+    })
+}
+
+/// A parser for either format, switched per body: one per target, reused across scrapes.
+#[derive(Debug)]
+pub struct Parser {
+    format: Format,
+    text: text::TextParser,
+    openmetrics: openmetrics::OpenMetricsParser,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser::new(Format::Text)
+    }
+}
+
+impl Parser {
+    /// A parser for a body in `format`.
+    pub fn new(format: Format) -> Self {
+        Parser {
+            format,
+            text: text::TextParser::new(),
+            openmetrics: openmetrics::OpenMetricsParser::new(),
+        }
+    }
+
+    /// Starts a new body in `format`, keeping the memory of earlier ones.
+    pub fn reset(&mut self, format: Format) {
+        self.format = format;
+        self.text.reset();
+        self.openmetrics.reset();
+    }
+
+    /// The format of the current body.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Parses the entry at the front of `data` (see [`text::TextParser::next`]).
+    pub fn next<'a>(&'a mut self, data: &'a [u8], eof: bool) -> Result<Step<'a>, ParseError> {
+        match self.format {
+            Format::Text => self.text.next(data, eof),
+            Format::OpenMetrics => self.openmetrics.next(data, eof),
+            Format::Protobuf => Err(ParseError {
+                line: 1,
+                col: 1,
+                reason: "the protobuf exposition format is not supported (promlet does not ask \
+                         for it); serve text or OpenMetrics"
+                    .to_owned(),
+                excerpt: String::new(),
+            }),
+        }
+    }
+}
 
 /// Resolves a label value's escapes as Prometheus does: `\\`, `\"` and `\n`; any other
 /// backslash pair is kept as written. Appends to `out`.

@@ -23,8 +23,10 @@
 //!
 //! Errors give 1-based line and byte column, Prometheus' reason and a short excerpt.
 
-use super::float::parse_value;
-use super::{Entry, LabelSpan, MetricType, ParseError, Step};
+use super::{
+    count_newlines, excerpt_incomplete, located, to_u32, value_at, BodyState, Kind, LabelSpan,
+    MetricType, ParseError, Step, Stop,
+};
 
 /// Prometheus' token names, used in its error messages (`got "INVALID"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +60,6 @@ impl Tok {
             Tok::Value => "VALUE",
         }
     }
-}
-
-/// Why an entry could not be finished.
-enum Stop {
-    /// The data ended inside the entry; more is coming.
-    More,
-    /// The body is refused at byte `at` of the data.
-    Error { at: usize, reason: String },
 }
 
 fn unexpected(expected: &str, got: Tok, at: usize) -> Stop {
@@ -224,24 +218,18 @@ impl Lexer<'_> {
 /// A reusable text-format parser: one per target, its label vector reused across scrapes.
 #[derive(Debug, Default)]
 pub struct TextParser {
-    labels: Vec<LabelSpan>,
-    /// 1-based line number of the first byte of the next call's data.
-    line: u64,
+    body: BodyState,
 }
 
 impl TextParser {
     /// A parser for a new body.
     pub fn new() -> Self {
-        TextParser {
-            labels: Vec::new(),
-            line: 1,
-        }
+        Self::default()
     }
 
     /// Starts a new body, keeping the label vector's memory.
     pub fn reset(&mut self) {
-        self.labels.clear();
-        self.line = 1;
+        self.body.reset();
     }
 
     /// Parses the entry at the front of `data`. `eof` says no byte follows `data`. The data
@@ -249,7 +237,7 @@ impl TextParser {
     /// the label vector grows past its largest earlier size, and on errors.
     pub fn next<'a>(&'a mut self, data: &'a [u8], eof: bool) -> Result<Step<'a>, ParseError> {
         let mut skipped = 0;
-        let first_line = self.line;
+        let first_line = self.body.line;
         loop {
             let rest = &data[skipped..];
             let mut lx = Lexer {
@@ -259,10 +247,10 @@ impl TextParser {
                 eof,
                 virtual_newline: eof && rest.last().is_some_and(|&c| c != b'\n'),
             };
-            self.labels.clear();
-            match parse_entry(&mut lx, &mut self.labels) {
+            self.body.labels.clear();
+            match parse_entry(&mut lx, &mut self.body.labels) {
                 Ok(Parsed::Blank) => {
-                    self.line += 1;
+                    self.body.line += 1;
                     skipped += lx.i.min(rest.len());
                 }
                 Ok(Parsed::End) => return Ok(Step::End(data.len())),
@@ -271,108 +259,32 @@ impl TextParser {
                     let used_here = lx.i.min(rest.len());
                     let used = skipped + used_here;
                     let entry_data = rest;
-                    self.line += count_newlines(&entry_data[..used_here]);
-                    return Ok(Step::Entry(self.build(kind, entry_data), used));
+                    self.body.line += count_newlines(&entry_data[..used_here]);
+                    return Ok(Step::Entry(kind.entry(entry_data, &self.body.labels), used));
                 }
                 Err(Stop::More) => {
                     // The caller keeps the data (blank lines included) and calls again: the
                     // lines passed in this call will be counted then.
-                    self.line = first_line;
+                    self.body.line = first_line;
                     return Ok(Step::NeedMore);
                 }
                 Err(Stop::Error { at, reason }) => {
                     let rest = &data[skipped..];
-                    let tail = &rest[at.min(rest.len())..];
-                    // The excerpt shows up to 64 bytes of the line: wait for them, so that an
-                    // error reads the same however the body was split into windows.
-                    if !eof && tail.len() < 64 && !tail.contains(&b'\n') {
-                        self.line = first_line;
+                    if excerpt_incomplete(&rest[at.min(rest.len())..], eof) {
+                        self.body.line = first_line;
                         return Ok(Step::NeedMore);
                     }
-                    return Err(self.error(rest, at, reason));
+                    return Err(located(self.body.line, rest, at, reason));
                 }
             }
         }
     }
-
-    fn build<'a>(&'a self, kind: Kind, data: &'a [u8]) -> Entry<'a> {
-        match kind {
-            Kind::Series {
-                name,
-                value,
-                timestamp_ms,
-            } => Entry::Series {
-                data,
-                name: &data[name.0..name.1],
-                labels: &self.labels,
-                value,
-                timestamp_ms,
-            },
-            Kind::Help { name, text } => Entry::Help {
-                name: &data[name.0..name.1],
-                text: &data[text.0..text.1],
-            },
-            Kind::Type { name, kind } => Entry::Type {
-                name: &data[name.0..name.1],
-                kind,
-            },
-            Kind::Comment => Entry::Comment,
-        }
-    }
-
-    fn error(&self, data: &[u8], at: usize, reason: String) -> ParseError {
-        let at = at.min(data.len());
-        let before = &data[..at];
-        let line = self.line + count_newlines(before);
-        let line_start = before
-            .iter()
-            .rposition(|&c| c == b'\n')
-            .map_or(0, |p| p + 1);
-        let rest = &data[at..];
-        let line_end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
-        let excerpt = &rest[..line_end.min(64)];
-        ParseError {
-            line,
-            col: u64::try_from(at - line_start + 1).unwrap_or(u64::MAX),
-            reason,
-            excerpt: String::from_utf8_lossy(excerpt).into_owned(),
-        }
-    }
-}
-
-fn count_newlines(b: &[u8]) -> u64 {
-    b.iter().map(|&c| u64::from(c == b'\n')).sum()
-}
-
-/// An entry as byte ranges of the data.
-enum Kind {
-    Series {
-        name: (usize, usize),
-        value: f64,
-        timestamp_ms: Option<i64>,
-    },
-    Help {
-        name: (usize, usize),
-        text: (usize, usize),
-    },
-    Type {
-        name: (usize, usize),
-        kind: MetricType,
-    },
-    Comment,
 }
 
 enum Parsed {
     Blank,
     End,
     Entry(Kind),
-}
-
-fn to_u32(n: usize, at: usize) -> Result<u32, Stop> {
-    u32::try_from(n).map_err(|_| Stop::Error {
-        at,
-        reason: "window larger than 4 GiB".to_owned(),
-    })
 }
 
 /// One entry from the front of the lexer's data (promparse.go's `Next`).
@@ -524,13 +436,7 @@ fn series(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<Parsed, Sto
     if tok != Tok::Value {
         return Err(unexpected("expected value after metric", tok, lx.start));
     }
-    let value = parse_value(&lx.b[lx.start..lx.i]).map_err(|e| Stop::Error {
-        at: lx.start,
-        reason: format!(
-            "strconv.ParseFloat: parsing {:?}: {e}",
-            String::from_utf8_lossy(&lx.b[lx.start..lx.i])
-        ),
-    })?;
+    let value = value_at(&lx.b[lx.start..lx.i], lx.start)?;
     let mut timestamp_ms = None;
     match lx.timestamp_state()? {
         Tok::Linebreak => {}

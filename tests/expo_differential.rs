@@ -1,8 +1,11 @@
-//! promlet's text parser against the real Prometheus (Debian's 2.42 in agent mode).
+//! promlet's parsers (text 0.0.4 and OpenMetrics 1.0) against the real Prometheus (Debian's 2.42 in
+//! agent mode).
 //!
 //! How the expected files are made (`PROMLET_RECORD=1 cargo test --test expo_differential`):
-//! every payload in `tests/fixtures/expo/prom/` (written by `make_payloads.py` there) is served on 127.0.0.1 as
-//! `text/plain; version=0.0.4`, one scrape job per payload; `prometheus --enable-feature=agent`
+//! every payload in `tests/fixtures/expo/prom/` (written by `make_payloads.py` there) is served on
+//! 127.0.0.1, one scrape job per payload: `NNN-name.prom` as `text/plain; version=0.0.4`,
+//! `NNN-name.om` as `application/openmetrics-text; version=1.0.0`, or with the Content-Type in
+//! `NNN-name.ctype` when there is one (empty: no Content-Type header); `prometheus --enable-feature=agent`
 //! scrapes them every second and remote-writes to a capture receiver in this test, which
 //! decodes the snappy protobuf and keeps, per job, `up` and every scraped series (target labels
 //! and synthetic series removed). That is written as `NNN-name.expected`.
@@ -25,27 +28,54 @@ use promlet::config::relabel::RelabelConfig;
 use promlet::config::{Config, Limits};
 use promlet::labels::{HonorLabels, LabelSet};
 use promlet::limits::{check_body_size, check_labels, SampleCounter};
-use promlet::parse::text::TextParser;
-use promlet::parse::{Entry, Step};
+use promlet::parse::{Entry, Format, Parser, Step, ACCEPT_HEADER};
 use promlet::relabel::{process_set, Scratch};
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/expo/prom")
 }
 
-fn payloads() -> Vec<(String, Vec<u8>)> {
+/// One scrape body and the Content-Type it is served with (`None`: no such header).
+#[derive(Clone)]
+struct Payload {
+    name: String,
+    body: Vec<u8>,
+    content_type: Option<String>,
+}
+
+fn payloads() -> Vec<Payload> {
     let mut files: Vec<String> = std::fs::read_dir(corpus())
         .expect("corpus")
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".prom"))
+        .filter(|n| n.ends_with(".prom") || n.ends_with(".om"))
         .collect();
     files.sort();
     files
         .into_iter()
         .map(|f| {
             let body = std::fs::read(corpus().join(&f)).expect("read payload");
-            (f.trim_end_matches(".prom").to_owned(), body)
+            let (name, own_type) = match f.strip_suffix(".om") {
+                Some(name) => (
+                    name,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+                None => (
+                    f.trim_end_matches(".prom"),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+            };
+            let content_type = match std::fs::read_to_string(corpus().join(format!("{name}.ctype")))
+            {
+                Ok(t) if t.is_empty() => None,
+                Ok(t) => Some(t),
+                Err(_) => Some(own_type.to_owned()),
+            };
+            Payload {
+                name: name.to_owned(),
+                body,
+                content_type,
+            }
         })
         .collect()
 }
@@ -134,6 +164,7 @@ fn honor(name: &str) -> HonorLabels {
 fn appended(
     name: &str,
     body: &[u8],
+    format: Format,
     honor: HonorLabels,
     rules: &[RelabelConfig],
     limits: &Limits,
@@ -150,7 +181,7 @@ fn appended(
         ("job".to_owned(), TARGET_JOB.to_owned()),
         ("payload".to_owned(), name.to_owned()),
     ];
-    let mut parser = TextParser::new();
+    let mut parser = Parser::new(format);
     let mut set = LabelSet::new();
     let mut used_total = 0;
     let mut out = BTreeSet::new();
@@ -237,7 +268,12 @@ fn parser_matches_recorded_prometheus() {
         payloads.len()
     );
     let mut mismatches = Vec::new();
-    for (name, body) in &payloads {
+    for Payload {
+        name,
+        body,
+        content_type,
+    } in &payloads
+    {
         let path = corpus().join(format!("{name}.expected"));
         let Ok(want) = std::fs::read_to_string(&path) else {
             mismatches.push(format!(
@@ -246,7 +282,8 @@ fn parser_matches_recorded_prometheus() {
             continue;
         };
         let (rules, limits) = job_settings(name);
-        let (up, series) = appended(name, body, honor(name), &rules, &limits);
+        let format = Format::from_content_type(content_type.as_deref().map(str::as_bytes));
+        let (up, series) = appended(name, body, format, honor(name), &rules, &limits);
         let got = expected_text(up, &series);
         if got != want {
             mismatches.push(format!("{name}:\n--- Prometheus\n{want}--- promlet\n{got}"));
@@ -262,8 +299,8 @@ fn parser_matches_recorded_prometheus() {
 
 // ---------------------------------------------------------------- the live Prometheus side
 
-/// Reads one HTTP/1.1 request: (request line, body).
-fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+/// Reads one HTTP/1.1 request: (request line, `Accept` header, body).
+fn read_request(stream: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line).ok()?;
@@ -271,6 +308,7 @@ fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
         return None;
     }
     let mut length = 0usize;
+    let mut accept = String::new();
     loop {
         let mut h = String::new();
         reader.read_line(&mut h).ok()?;
@@ -281,46 +319,54 @@ fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 length = v.trim().parse().ok()?;
+            } else if k.eq_ignore_ascii_case("accept") {
+                accept = v.trim().to_owned();
             }
         }
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    Some((request_line, body))
+    Some((request_line, accept, body))
 }
 
-fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
+fn respond(stream: &mut TcpStream, status: &str, content_type: Option<&str>, body: &[u8]) {
+    let content_type = content_type
+        .map(|t| format!("Content-Type: {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(body);
 }
 
-/// Serves each payload at `/p/<name>`; returns the port.
-fn serve_payloads(payloads: Vec<(String, Vec<u8>)>) -> u16 {
+/// Serves each payload at `/p/<name>`; returns the port and the `Accept` headers the
+/// scrapes sent.
+fn serve_payloads(payloads: Vec<Payload>) -> (u16, Arc<Mutex<BTreeSet<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let payloads: Arc<BTreeMap<String, Vec<u8>>> = Arc::new(payloads.into_iter().collect());
+    let payloads: Arc<BTreeMap<String, Payload>> =
+        Arc::new(payloads.into_iter().map(|p| (p.name.clone(), p)).collect());
+    let accepts: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let seen = Arc::clone(&accepts);
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
             let payloads = Arc::clone(&payloads);
+            let seen = Arc::clone(&seen);
             std::thread::spawn(move || {
                 let mut stream = stream;
-                if let Some((line, _)) = read_request(&mut stream) {
+                if let Some((line, accept, _)) = read_request(&mut stream) {
+                    seen.lock().expect("lock").insert(accept);
                     let path = line.split_whitespace().nth(1).unwrap_or("");
                     match path.strip_prefix("/p/").and_then(|n| payloads.get(n)) {
-                        Some(body) => respond(
-                            &mut stream,
-                            "200 OK",
-                            "text/plain; version=0.0.4; charset=utf-8",
-                            body,
-                        ),
+                        Some(p) => {
+                            respond(&mut stream, "200 OK", p.content_type.as_deref(), &p.body)
+                        }
                         None => respond(
                             &mut stream,
                             "404 Not Found",
-                            "text/plain",
+                            Some("text/plain"),
                             b"no such payload\n",
                         ),
                     }
@@ -328,7 +374,7 @@ fn serve_payloads(payloads: Vec<(String, Vec<u8>)>) -> u16 {
             });
         }
     });
-    port
+    (port, accepts)
 }
 
 /// Protobuf varint at `*i`.
@@ -438,13 +484,13 @@ fn capture_receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
             let sink = Arc::clone(&sink);
             std::thread::spawn(move || {
                 let mut stream = stream;
-                if let Some((_, body)) = read_request(&mut stream) {
+                if let Some((_, _, body)) = read_request(&mut stream) {
                     let raw = snap::raw::Decoder::new()
                         .decompress_vec(&body)
                         .expect("snappy");
                     let series = decode_write_request(&raw);
                     sink.lock().expect("lock").extend(series);
-                    respond(&mut stream, "204 No Content", "text/plain", b"");
+                    respond(&mut stream, "204 No Content", None, b"");
                 }
             });
         }
@@ -477,11 +523,12 @@ const SYNTHETIC: &[&str] = &[
     "scrape_series_added",
 ];
 
-/// Runs Prometheus over the corpus; returns per payload the expected-file text.
-fn record_with_prometheus() -> BTreeMap<String, String> {
+/// Runs Prometheus over the corpus; returns per payload the expected-file text, and the
+/// `Accept` headers its scrapes sent.
+fn record_with_prometheus() -> (BTreeMap<String, String>, BTreeSet<String>) {
     let payloads = payloads();
-    let names: Vec<String> = payloads.iter().map(|(n, _)| n.clone()).collect();
-    let target_port = serve_payloads(payloads);
+    let names: Vec<String> = payloads.iter().map(|p| p.name.clone()).collect();
+    let (target_port, accepts) = serve_payloads(payloads);
     let (receiver_port, received) = capture_receiver();
     let dir = std::env::temp_dir().join(format!("promlet-expo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -579,15 +626,22 @@ fn record_with_prometheus() -> BTreeMap<String, String> {
             series.insert(render(&labels, bits, explicit));
         }
     }
-    per_job
+    let recordings = per_job
         .into_iter()
         .map(|(n, (up, s))| (n, expected_text(up, &s)))
-        .collect()
+        .collect();
+    let accepts = accepts.lock().expect("lock").clone();
+    (recordings, accepts)
 }
 
 #[test]
 fn recordings_match_live_prometheus() {
-    let live = record_with_prometheus();
+    let (live, accepts) = record_with_prometheus();
+    assert_eq!(
+        accepts,
+        BTreeSet::from([ACCEPT_HEADER.to_owned()]),
+        "the Accept header Prometheus sends is promlet's ACCEPT_HEADER"
+    );
     let record = std::env::var_os("PROMLET_RECORD").is_some();
     let mut stale = Vec::new();
     for (name, text) in &live {

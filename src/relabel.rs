@@ -119,17 +119,12 @@ fn apply(set: &mut LabelSet, rule: &RelabelConfig, index: usize, scratch: &mut S
         Action::Lowercase | Action::Uppercase => {
             scratch.out.clear();
             let mut utf8 = [0u8; 4];
+            let lower = rule.action == Action::Lowercase;
             for c in value.chars() {
-                let mapped: &mut dyn Iterator<Item = char> = if rule.action == Action::Lowercase {
-                    &mut c.to_lowercase()
-                } else {
-                    &mut c.to_uppercase()
-                };
-                for m in mapped {
-                    scratch
-                        .out
-                        .extend_from_slice(m.encode_utf8(&mut utf8).as_bytes());
-                }
+                let m = simple_case(c, lower);
+                scratch
+                    .out
+                    .extend_from_slice(m.encode_utf8(&mut utf8).as_bytes());
             }
             set.set_value(rule.target_label.as_bytes(), &scratch.out);
         }
@@ -186,6 +181,47 @@ fn push_decimal(mut n: u64, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// Go's `unicode.ToLower`/`ToUpper` on one rune (what `strings.ToLower`/`ToUpper` apply):
+/// the *simple* case mapping, always one rune. Rust's mapping is the full one, which turns a
+/// few runes into two (`ß` → `SS`, `İ` → `i̇`); for those the simple mapping is used instead.
+pub fn simple_case(c: char, lower: bool) -> char {
+    let mut full = if lower {
+        CaseIter::Lower(c.to_lowercase())
+    } else {
+        CaseIter::Upper(c.to_uppercase())
+    };
+    let first = full.next().unwrap_or(c);
+    if full.next().is_none() {
+        return first;
+    }
+    let code = u32::from(c);
+    let simple = match (lower, code) {
+        // LATIN CAPITAL LETTER I WITH DOT ABOVE lowers to a plain `i`.
+        (true, 0x130) => 0x69,
+        // Greek vowels with ypogegrammeni: the simple uppercase is the prosgegrammeni form.
+        (false, 0x1F80..=0x1FAF) if code & 0xF < 8 => code + 8,
+        (false, 0x1FB3 | 0x1FC3 | 0x1FF3) => code + 9,
+        // Everything else with only a multi-rune mapping (ß, ŉ, ǰ, ligatures, …) stays.
+        _ => code,
+    };
+    char::from_u32(simple).unwrap_or(c)
+}
+
+enum CaseIter {
+    Lower(std::char::ToLowercase),
+    Upper(std::char::ToUppercase),
+}
+
+impl Iterator for CaseIter {
+    type Item = char;
+    fn next(&mut self) -> Option<char> {
+        match self {
+            CaseIter::Lower(it) => it.next(),
+            CaseIter::Upper(it) => it.next(),
+        }
+    }
 }
 
 /// Go's `Regexp.Expand` over a match: `$1`, `${1}`, `$name`, `${name}` (the name as long as
@@ -391,6 +427,20 @@ mod tests {
 
     fn hex(d: [u8; 16]) -> String {
         d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn case_mapping_is_gos_simple_one() {
+        let lower: String = "MiXeD-ÄÖÜ-İ-Σ-ẞ"
+            .chars()
+            .map(|c| simple_case(c, true))
+            .collect();
+        assert_eq!(lower, "mixed-äöü-i-σ-ß");
+        let upper: String = "straße-ŉ-ﬀ-ᾀ-ᾳ-ᾈ-ǰ-µ"
+            .chars()
+            .map(|c| simple_case(c, false))
+            .collect();
+        assert_eq!(upper, "STRAßE-ŉ-ﬀ-ᾈ-ᾼ-ᾈ-ǰ-Μ");
     }
 
     #[test]

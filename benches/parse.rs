@@ -7,7 +7,8 @@
 //! - parse+labels+relabel: as a scrape does it, with each series' label set built, the target's
 //!   labels merged, a four-rule `metric_relabel_configs` chain applied, and hashed.
 //!
-//! It reports MB/s and samples/s for each, and the ratio between the two (quote ratios, not
+//! It reports MB/s and samples/s for each, the time ratio of the full path with every relabel
+//! regex run against the same with the literal/prefix shortcuts, and the ratio between the two (quote ratios, not
 //! absolutes: the machines are shared). Then it parses a 38 MB cadvisor body from
 //! `../shared/bench/exporter.py` and reports the window's peak size. Under `cargo test` (no
 //! `--bench` flag) it makes one quick pass so that it is checked, not timed.
@@ -15,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use promlet::config::relabel::RelabelConfig;
+use promlet::config::relabel::{FastMatch, RelabelConfig};
 use promlet::config::Config;
 use promlet::labels::{HonorLabels, LabelSet};
 use promlet::parse::{Entry, Format, Parser, Step, Window};
@@ -154,8 +155,8 @@ fn main() {
     } else {
         Duration::ZERO
     };
-    println!("| payload | bytes | series | parse MB/s | parse Msamples/s | +labels+relabel MB/s | Msamples/s | full/parse time |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| payload | bytes | series | parse MB/s | parse Msamples/s | +labels+relabel MB/s | Msamples/s | full/parse time | regex-only/shortcut time |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, format) in [
         ("snapshot-node-exporter", Format::Text),
         ("snapshot-kube-state-metrics", Format::Text),
@@ -183,17 +184,29 @@ fn main() {
         let (n2, t2) = time(budget, || {
             std::hint::black_box(scraper.scrape(&body, true));
         });
+        // The same full path with every rule forced through its regex (no FastMatch
+        // shortcut), timed in the same run, for the shortcut's ratio.
+        let mut regex_only = Scraper::new(format, 1 << 20);
+        for rule in &mut regex_only.rules {
+            rule.fast = FastMatch::Regex;
+        }
+        assert_eq!(regex_only.scrape(&body, true), scraper.scrape(&body, true));
+        let (n3, t3) = time(budget, || {
+            std::hint::black_box(regex_only.scrape(&body, true));
+        });
         let mb = body.len() as f64 / 1e6;
         let per1 = t1.as_secs_f64() / f64::from(n1);
         let per2 = t2.as_secs_f64() / f64::from(n2);
+        let per3 = t3.as_secs_f64() / f64::from(n3);
         println!(
-            "| {name} | {} | {series} | {:.1} | {:.2} | {:.1} | {:.2} | {:.2}x |",
+            "| {name} | {} | {series} | {:.1} | {:.2} | {:.1} | {:.2} | {:.2}x | {:.2}x |",
             body.len(),
             mb / per1,
             series as f64 / per1 / 1e6,
             mb / per2,
             series as f64 / per2 / 1e6,
-            per2 / per1
+            per2 / per1,
+            per3 / per2
         );
     }
     if !bench {

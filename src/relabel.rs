@@ -82,8 +82,8 @@ fn apply(set: &mut LabelSet, rule: &RelabelConfig, index: usize, scratch: &mut S
     }
     let value = as_str(&scratch.value);
     match rule.action {
-        Action::Drop => return !rule.regex.is_match(value),
-        Action::Keep => return rule.regex.is_match(value),
+        Action::Drop => return !rule.matches(value),
+        Action::Keep => return rule.matches(value),
         Action::DropEqual => {
             return set.get(rule.target_label.as_bytes()).unwrap_or(b"") != value.as_bytes()
         }
@@ -162,8 +162,8 @@ fn apply(set: &mut LabelSet, rule: &RelabelConfig, index: usize, scratch: &mut S
                 set.set_value(&scratch.name, &scratch.out);
             }
         }
-        Action::LabelDrop => set.retain_by_name(|name| !rule.regex.is_match(as_str(name))),
-        Action::LabelKeep => set.retain_by_name(|name| rule.regex.is_match(as_str(name))),
+        Action::LabelDrop => set.retain_by_name(|name| !rule.matches(as_str(name))),
+        Action::LabelKeep => set.retain_by_name(|name| rule.matches(as_str(name))),
     }
     true
 }

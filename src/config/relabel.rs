@@ -80,6 +80,9 @@ pub struct RelabelConfig {
     pub regex_text: String,
     /// The anchored, compiled regex.
     pub regex: regex_lite::Regex,
+    /// A shortcut for matching (not capturing) when the regex is `.*`, literals or a literal
+    /// prefix: most keep, drop, labeldrop and labelkeep rules.
+    pub fast: FastMatch,
     /// Divisor for `hashmod`.
     pub modulus: u64,
     /// Label written by replace, hashmod, lowercase, uppercase; compared by keepequal/dropequal.
@@ -99,6 +102,51 @@ impl PartialEq for RelabelConfig {
             && self.target_label == other.target_label
             && self.replacement == other.replacement
             && self.action == other.action
+    }
+}
+
+/// How a rule's regex can be matched without running it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastMatch {
+    /// `.*` or `(.*)`: any value without a newline (`.` does not match one).
+    Any,
+    /// `lit.*`: values starting with `lit`, the rest without a newline.
+    Prefix(String),
+    /// `a|b|c`: exactly one of the literals.
+    Literals(Vec<String>),
+    /// Anything else: run the regex.
+    Regex,
+}
+
+impl FastMatch {
+    /// The shortcut for a regex as written (before anchoring).
+    pub fn of(re: &str) -> FastMatch {
+        // Characters with no meaning in RE2 syntax outside a class; `(?flags)` and escapes
+        // are left to the regex.
+        let literal = |t: &str| !t.contains(|c| "\\.+*?()|[]{}^$".contains(c));
+        if re == ".*" || re == "(.*)" {
+            FastMatch::Any
+        } else if let Some(prefix) = re.strip_suffix(".*").filter(|p| literal(p)) {
+            FastMatch::Prefix(prefix.to_owned())
+        } else if re.split('|').all(literal) {
+            FastMatch::Literals(re.split('|').map(str::to_owned).collect())
+        } else {
+            FastMatch::Regex
+        }
+    }
+}
+
+impl RelabelConfig {
+    /// Whether the anchored regex matches `value`, by the shortcut when there is one.
+    pub fn matches(&self, value: &str) -> bool {
+        match &self.fast {
+            FastMatch::Any => !value.contains('\n'),
+            FastMatch::Prefix(p) => value
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| !rest.contains('\n')),
+            FastMatch::Literals(l) => l.iter().any(|lit| lit == value),
+            FastMatch::Regex => self.regex.is_match(value),
+        }
     }
 }
 
@@ -292,6 +340,7 @@ fn relabel_config(node: &Node, key: &str) -> Result<RelabelConfig, Located> {
     Ok(RelabelConfig {
         source_labels: source_labels.unwrap_or_default(),
         separator,
+        fast: FastMatch::of(&regex_text),
         regex_text,
         regex,
         modulus,
@@ -304,6 +353,73 @@ fn relabel_config(node: &Node, key: &str) -> Result<RelabelConfig, Located> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_matching_agrees_with_the_regex() {
+        let regexes = [
+            ".*",
+            "(.*)",
+            "go_.*",
+            "id|image",
+            "a",
+            "",
+            "a|",
+            "node-exporter|kube:x",
+            "ü.*",
+            "a.b",
+            "(a)",
+            "a+",
+            "(?i)a",
+            "a\\.b",
+            "[a]",
+            "x.*y",
+            "a|b.*",
+        ];
+        let values = [
+            "",
+            "a",
+            "A",
+            "id",
+            "image",
+            "images",
+            "go_",
+            "go_gc",
+            "go_gc\nx",
+            "\n",
+            "x\ny",
+            "node-exporter",
+            "kube:x",
+            "ü",
+            "üx",
+            "a.b",
+            "axb",
+            "a|",
+            "ab",
+            "xzy",
+        ];
+        let mut fast = 0;
+        for re in regexes {
+            let fm = FastMatch::of(re);
+            if fm != FastMatch::Regex {
+                fast += 1;
+            }
+            let rule = RelabelConfig {
+                source_labels: vec![],
+                separator: ";".into(),
+                regex_text: re.into(),
+                regex: compile_anchored(re).expect("valid"),
+                fast: fm,
+                modulus: 0,
+                target_label: String::new(),
+                replacement: "$1".into(),
+                action: Action::Drop,
+            };
+            for v in values {
+                assert_eq!(rule.matches(v), rule.regex.is_match(v), "{re:?} on {v:?}");
+            }
+        }
+        assert_eq!(fast, 9, "the shortcut covers the plain shapes");
+    }
 
     #[test]
     fn relabel_targets_follow_prometheus_pattern() {

@@ -34,3 +34,4 @@ pub mod limits;
 pub mod parse;
 pub mod relabel;
 pub mod targets;
+pub mod wal;

@@ -17,7 +17,7 @@ pub mod openmetrics;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 pub mod text;
 
 pub use media::{Format, ACCEPT_HEADER};

@@ -1,0 +1,292 @@
+//! The ring file's bytes, as pure functions over slices: CRC32C, the header copies and the
+//! record frame. No I/O here; [`super::Ring`] moves these bytes in and out of the mapping.
+//!
+//! # Format
+//! All integers little-endian.
+//!
+//! | bytes | what |
+//! |---|---|
+//! | `0..4096` | header copy A |
+//! | `4096..8192` | header copy B |
+//! | `8192..size` | the data region, `capacity = size - 8192` bytes |
+//!
+//! A header copy: magic `PROMLETR` (8), format version u32, cursor count u32, file size u64,
+//! generation u64, head u64, tail u64, then `cursor count` × (key u64, offset u64), then the
+//! CRC32C u32 of everything before it. The valid copy (magic, version, CRC, size all check out)
+//! with the higher generation wins; a header is written to the copy that does *not* hold the
+//! winner, with generation + 1, so a torn header write always leaves the previous one intact.
+//!
+//! Records live at logical offsets that only grow; a record at logical offset `o` starts at
+//! data byte `o % capacity`. A record is
+//! `[len u32][crc32c u32][logical offset u64][type u8][payload: len - 1 bytes]`, its CRC over the
+//! offset, type and payload, and it occupies `16 + len` bytes rounded up to 8. A record never
+//! wraps: when fewer than 24 bytes (the smallest record) are left before the region's end, the
+//! next record starts at the next lap; when 24 or more are left but the record does not fit, a
+//! padding record (type 0) fills them.
+//!
+//! # Invariants
+//! - I1: a record is read only if its CRC checks out and its stored logical offset equals the
+//!   offset it was looked up at (stale bytes of an earlier lap never pass: their offset is
+//!   smaller). [`decode_record`]
+//! - I2: `tail <= head`, `head - tail <= capacity`; every offset in `tail..head` that starts a
+//!   record was written in this lap. [`super::Ring::append`] moves the tail past whole records
+//!   before the head may overwrite them.
+//! - I3: a header is written only after the records it points past were synced
+//!   ([`super::Ring::sync`]), and to the copy that is not the current one.
+//! - I4: opening never panics on any file content: an unreadable header is a clear error or a
+//!   fresh ring (never both copies silently trusted), damaged records are skipped and counted.
+
+/// Header copy size and the start of the data region.
+pub const HEADER_SIZE: usize = 4096;
+/// Start of the data region: two header copies.
+pub const DATA_START: u64 = 2 * HEADER_SIZE as u64;
+/// The header magic.
+pub const MAGIC: &[u8; 8] = b"PROMLETR";
+/// The format version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Cursors a header holds at most (one per `remote_write` entry).
+pub const MAX_CURSORS: usize = 64;
+/// Bytes of a record before its type byte.
+pub const RECORD_HEAD: usize = 16;
+/// Record type of padding before the wrap.
+pub const TYPE_PAD: u8 = 0;
+/// The smallest record: a head and a type byte, 8-aligned.
+pub const MIN_RECORD: usize = 24;
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as ext4, iSCSI and Prometheus' WAL
+/// use it. Table-driven, one table built at compile time.
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc32c_append(0, data)
+}
+
+/// Continues a CRC-32C over more bytes.
+pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    let mut c = !crc;
+    for &b in data {
+        c = CRC_TABLE[usize::from(c.to_le_bytes()[0] ^ b)] ^ (c >> 8);
+    }
+    !c
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[allow(clippy::cast_possible_truncation)]
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// What a header copy holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Header {
+    /// The whole file's size in bytes.
+    pub file_size: u64,
+    /// Bumped on every header write.
+    pub generation: u64,
+    /// Logical offset where the next record goes.
+    pub head: u64,
+    /// Logical offset of the oldest record still held.
+    pub tail: u64,
+    /// Per remote_write endpoint: (key, logical offset up to which it has sent).
+    pub cursors: Vec<(u64, u64)>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+impl Header {
+    /// Writes this header into a copy slot (`HEADER_SIZE` bytes).
+    pub fn encode(&self, out: &mut [u8]) {
+        let n = self.cursors.len().min(MAX_CURSORS);
+        out.fill(0);
+        out[..8].copy_from_slice(MAGIC);
+        out[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        out[12..16].copy_from_slice(&u32::try_from(n).unwrap_or(0).to_le_bytes());
+        out[16..24].copy_from_slice(&self.file_size.to_le_bytes());
+        out[24..32].copy_from_slice(&self.generation.to_le_bytes());
+        out[32..40].copy_from_slice(&self.head.to_le_bytes());
+        out[40..48].copy_from_slice(&self.tail.to_le_bytes());
+        let mut at = 48;
+        for &(key, offset) in &self.cursors[..n] {
+            out[at..at + 8].copy_from_slice(&key.to_le_bytes());
+            out[at + 8..at + 16].copy_from_slice(&offset.to_le_bytes());
+            at += 16;
+        }
+        let crc = crc32c(&out[..at]);
+        out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Reads a copy slot; `None` unless magic, version and CRC check out.
+    pub fn decode(b: &[u8]) -> Option<Header> {
+        if b.get(..8)? != MAGIC || u32_at(b, 8)? != VERSION {
+            return None;
+        }
+        let n = usize::try_from(u32_at(b, 12)?).ok()?;
+        if n > MAX_CURSORS {
+            return None;
+        }
+        let end = 48 + 16 * n;
+        if u32_at(b, end)? != crc32c(b.get(..end)?) {
+            return None;
+        }
+        let cursors = (0..n)
+            .map(|i| Some((u64_at(b, 48 + 16 * i)?, u64_at(b, 56 + 16 * i)?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Header {
+            file_size: u64_at(b, 16)?,
+            generation: u64_at(b, 24)?,
+            head: u64_at(b, 32)?,
+            tail: u64_at(b, 40)?,
+            cursors,
+        })
+    }
+}
+
+/// The bytes a record of `payload_len` payload bytes occupies (8-aligned).
+pub fn record_size(payload_len: usize) -> usize {
+    (RECORD_HEAD + 1 + payload_len).next_multiple_of(8)
+}
+
+/// Writes a record frame into `out` (at least `record_size(payload.len())` bytes).
+pub fn encode_record(out: &mut [u8], offset: u64, kind: u8, payload: &[u8]) {
+    let len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
+    out[8..16].copy_from_slice(&offset.to_le_bytes());
+    out[16] = kind;
+    out[17..17 + payload.len()].copy_from_slice(payload);
+    let crc = crc32c(&out[8..17 + payload.len()]);
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    let end = record_size(payload.len());
+    out[17 + payload.len()..end].fill(0);
+}
+
+/// Writes a padding record filling all of `out` (at least [`MIN_RECORD`] bytes, 8-aligned).
+pub fn encode_pad(out: &mut [u8], offset: u64) {
+    let len = out.len() - RECORD_HEAD;
+    out[RECORD_HEAD..].fill(0);
+    out[8..16].copy_from_slice(&offset.to_le_bytes());
+    out[RECORD_HEAD] = TYPE_PAD;
+    let crc = crc32c(&out[8..]);
+    out[..4].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A record read back: its type, its payload and the bytes it occupies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Record type (0 is padding).
+    pub kind: u8,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// Bytes from this record's start to the next one's.
+    pub size: usize,
+}
+
+/// Why no record could be read at an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bad {
+    /// The stored offset is not the one asked for: stale bytes of an earlier lap, or the end of
+    /// what was written.
+    Offset,
+    /// The frame does not fit or its CRC does not match: damage.
+    Damaged,
+}
+
+/// Reads the record at the start of `b` (the bytes up to the region's end), expected at
+/// logical `offset` (invariant I1).
+pub fn decode_record(b: &[u8], offset: u64) -> Result<RecordRef<'_>, Bad> {
+    let stored = u64_at(b, 8).ok_or(Bad::Damaged)?;
+    if stored != offset {
+        return Err(Bad::Offset);
+    }
+    let len = usize::try_from(u32_at(b, 0).ok_or(Bad::Damaged)?).map_err(|_| Bad::Damaged)?;
+    if len == 0 || RECORD_HEAD + len > b.len() {
+        return Err(Bad::Damaged);
+    }
+    let crc = u32_at(b, 4).ok_or(Bad::Damaged)?;
+    if crc32c(&b[8..RECORD_HEAD + len]) != crc {
+        return Err(Bad::Damaged);
+    }
+    Ok(RecordRef {
+        kind: b[RECORD_HEAD],
+        payload: &b[RECORD_HEAD + 1..RECORD_HEAD + len],
+        size: record_size(len - 1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_matches_the_standard_check_values() {
+        // RFC 3720 appendix B.4 and the CRC catalogue's check value.
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+        let ascending: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c(&ascending), 0x46DD_794E);
+        assert_eq!(crc32c_append(crc32c(b"1234"), b"56789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn header_round_trips_and_refuses_damage() {
+        let h = Header {
+            file_size: 1 << 20,
+            generation: 7,
+            head: 123_456,
+            tail: 1000,
+            cursors: vec![(0xabc, 2000), (0xdef, 123_000)],
+        };
+        let mut slot = vec![0u8; HEADER_SIZE];
+        h.encode(&mut slot);
+        assert_eq!(Header::decode(&slot), Some(h.clone()));
+        for at in [0, 9, 20, 33, 50, 70, 80] {
+            let mut bad = slot.clone();
+            bad[at] ^= 1;
+            assert_eq!(Header::decode(&bad), None, "flip at {at}");
+        }
+        assert_eq!(Header::decode(&[0u8; HEADER_SIZE]), None);
+        assert_eq!(Header::decode(&[]), None);
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_stale_or_damaged_bytes() {
+        let mut buf = vec![0u8; 64];
+        encode_record(&mut buf, 4096, 3, b"hello");
+        let r = decode_record(&buf, 4096).expect("valid");
+        assert_eq!((r.kind, r.payload, r.size), (3, &b"hello"[..], 24));
+        assert_eq!(decode_record(&buf, 4096 + 64), Err(Bad::Offset));
+        for at in [0, 4, 16, 18, 21] {
+            let mut bad = buf.clone();
+            bad[at] ^= 0x40;
+            assert_eq!(decode_record(&bad, 4096), Err(Bad::Damaged), "flip at {at}");
+        }
+        assert_eq!(
+            decode_record(&buf[..20], 4096),
+            Err(Bad::Damaged),
+            "cut short"
+        );
+        assert_eq!(record_size(0), 24);
+        assert_eq!(record_size(7), 24);
+        assert_eq!(record_size(8), 32);
+    }
+}

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use log::{error, info, warn};
 use promlet::config::{units::format_duration, Config, ConfigError, DEFAULT_CONFIG};
 use promlet::flags::{self, Args, CheckWhat, Command, Parsed};
+use promlet::wal::Ring;
 
 fn main() -> ExitCode {
     let args = match flags::parse(std::env::args().skip(1)) {
@@ -114,9 +115,9 @@ fn describe(config: &Config) {
     }
 }
 
-/// Runs the agent. Until the scrape loop, ring and sender land (issues 4–6), it loads the
-/// config, logs it, and waits: SIGHUP reloads (a bad config is refused and the old one kept),
-/// SIGTERM or SIGINT stops.
+/// Runs the agent. Until the scrape loop and sender land (issues 5–6), it loads the config,
+/// opens the ring (locking its directory), logs both, and waits: SIGHUP reloads (a bad config
+/// is refused and the old one kept), SIGTERM or SIGINT syncs the ring and stops.
 fn run(args: &Args) -> ExitCode {
     let level = args.log_level;
     if let Err(e) = simple_logger::SimpleLogger::new().with_level(level).init() {
@@ -145,11 +146,23 @@ fn run(args: &Args) -> ExitCode {
         }
     };
     describe(&config);
+    let mut ring = match Ring::open(Path::new(&args.storage_agent_path), args.storage_agent_size) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     info!(
-        "ring {} bytes in {:?} (sync every {}), listening on {} — scraping, the ring and \
-         remote write are not built yet; waiting for a signal",
+        "ring {} bytes in {:?}: {} bytes held, {} records recovered past the last sync",
         args.storage_agent_size,
         args.storage_agent_path,
+        ring.head() - ring.tail(),
+        ring.stats().recovered_records
+    );
+    info!(
+        "sync every {}, listening on {} — scraping and remote write are not built yet; \
+         waiting for a signal",
         format_duration(args.storage_agent_sync_interval),
         args.web_listen_address
     );
@@ -176,5 +189,9 @@ fn run(args: &Args) -> ExitCode {
             }
         }
     });
+    if let Err(e) = ring.sync() {
+        error!("ring: final sync failed: {e}");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }

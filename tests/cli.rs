@@ -267,3 +267,53 @@ fn the_agent_starts_on_the_builtin_config_with_dashed_flags() {
     agent.signal("INT");
     assert_eq!(agent.wait_exit(), Some(0));
 }
+
+#[test]
+fn a_second_agent_on_the_same_storage_is_refused_naming_the_first() {
+    let dir = TempDir::new();
+    let data = dir.0.join("data").to_string_lossy().into_owned();
+    let args = [
+        "--storage.agent.path",
+        data.as_str(),
+        "--storage.agent.size=1MiB",
+        "--web.listen-address=127.0.0.1:0",
+    ];
+    let mut first = Agent::start(&args);
+    first.wait_for("waiting for a signal");
+    let ring = std::fs::metadata(dir.0.join("data/ring")).expect("ring file");
+    assert_eq!(
+        ring.len(),
+        1 << 20,
+        "the ring is exactly --storage.agent.size"
+    );
+
+    let second = promlet(&args);
+    assert_eq!(second.status.code(), Some(1));
+    let err = text(&second.stderr);
+    assert!(
+        err.contains("in use by another promlet")
+            && err.contains(&format!("pid {}", first.child.id())),
+        "{err}"
+    );
+
+    // The first one still runs; once it stops, the directory is free again.
+    first.signal("TERM");
+    assert_eq!(first.wait_exit(), Some(0));
+    let mut again = Agent::start(&args);
+    again.wait_for("waiting for a signal");
+    again.signal("TERM");
+    assert_eq!(again.wait_exit(), Some(0));
+
+    // Another size on the same ring is refused with both sizes named.
+    let other = promlet(&[
+        "--storage.agent.path",
+        data.as_str(),
+        "--storage.agent.size=2MiB",
+    ]);
+    assert_eq!(other.status.code(), Some(1));
+    let err = text(&other.stderr);
+    assert!(
+        err.contains("is 1048576 bytes") && err.contains("2097152"),
+        "{err}"
+    );
+}

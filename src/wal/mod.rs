@@ -22,6 +22,7 @@
 //! and sender threads, the compact series-set and samples records, and the cursors' use by
 //! senders come with the rest of issue 5.
 
+pub mod codec;
 pub mod format;
 mod mmap;
 

@@ -25,6 +25,7 @@
 pub mod codec;
 pub mod format;
 mod mmap;
+pub mod record;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

@@ -1,0 +1,353 @@
+//! The payloads of the ring's two data records (DESIGN.md step 5).
+//!
+//! # Format
+//! Integers are little-endian; `varint` is LEB128.
+//!
+//! A **series-set** record ([`TYPE_SERIES_SET`]) holds a target's label sets, in the order its
+//! samples records list values: `target u64`, `count varint`, then per series `labels varint`
+//! and per label one tag byte:
+//! - `0`: the same name and value as the label at this index in the series before;
+//! - `1`: the same name, then a new value (`varint length`, bytes);
+//! - `2`: a new name and value (each `varint length`, bytes).
+//!
+//! A **samples** record ([`TYPE_SAMPLES`]) holds one scrape's values: `series-set offset u64`,
+//! `timestamp ms i64`, `count varint`, `base offset u64`, then the values coded by
+//! [`super::codec`] against the values of the samples record at `base offset` (the same target's
+//! previous scrape), or against zero bits when `base offset` is [`KEY_FRAME`].
+
+use super::codec::{self, BitReader, BitWriter};
+
+/// Record type of a series-set.
+pub const TYPE_SERIES_SET: u8 = 1;
+/// Record type of a samples record.
+pub const TYPE_SAMPLES: u8 = 2;
+/// The base offset of a samples record coded against nothing.
+pub const KEY_FRAME: u64 = u64::MAX;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v.to_le_bytes()[0] | 0x80);
+        v >>= 7;
+    }
+    out.push(v.to_le_bytes()[0]);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// A cursor over a payload; every read checks bounds.
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(out)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.take(1)?.first()?;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.varint()?).ok()
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.len()?;
+        self.take(n)
+    }
+}
+
+/// Encodes a series-set payload into `out` (cleared): `series` yields each series' labels in
+/// order, each as (name, value) pairs.
+pub fn encode_series_set<'s, S, L>(target: u64, series: S, out: &mut Vec<u8>)
+where
+    S: ExactSizeIterator<Item = L> + Clone,
+    L: Iterator<Item = (&'s [u8], &'s [u8])> + Clone,
+{
+    out.clear();
+    out.extend_from_slice(&target.to_le_bytes());
+    put_varint(out, series.len() as u64);
+    let mut previous: Option<L> = None;
+    for labels in series {
+        put_varint(out, labels.clone().count() as u64);
+        let mut prev = previous.clone();
+        for (name, value) in labels.clone() {
+            let before = prev.as_mut().and_then(Iterator::next);
+            match before {
+                Some((n, v)) if n == name && v == value => out.push(0),
+                Some((n, _)) if n == name => {
+                    out.push(1);
+                    put_bytes(out, value);
+                }
+                _ => {
+                    out.push(2);
+                    put_bytes(out, name);
+                    put_bytes(out, value);
+                }
+            }
+        }
+        previous = Some(labels);
+    }
+}
+
+/// A decoded series-set: each series' labels, borrowed from the payload.
+pub type SeriesSet<'a> = (u64, Vec<Vec<(&'a [u8], &'a [u8])>>);
+
+/// Decodes a series-set payload; `None` if it is malformed.
+pub fn decode_series_set(payload: &[u8]) -> Option<SeriesSet<'_>> {
+    let mut c = Cursor { b: payload, at: 0 };
+    let target = c.u64()?;
+    let count = c.len()?;
+    // Each series takes at least a byte: a count beyond the payload is damage.
+    if count > payload.len() {
+        return None;
+    }
+    let mut out: Vec<Vec<(&[u8], &[u8])>> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let n = c.len()?;
+        if n > payload.len() {
+            return None;
+        }
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let before = out.last().and_then(|p| p.get(i)).copied();
+            let label = match c.take(1)?.first()? {
+                0 => before?,
+                1 => (before?.0, c.bytes()?),
+                2 => (c.bytes()?, c.bytes()?),
+                _ => return None,
+            };
+            labels.push(label);
+        }
+        out.push(labels);
+    }
+    (c.at == payload.len()).then_some((target, out))
+}
+
+/// One scrape's values as a samples record holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Samples {
+    /// Offset of the series-set record the values follow.
+    pub series_set: u64,
+    /// The scrape's timestamp in milliseconds.
+    pub timestamp_ms: i64,
+    /// Offset of the samples record the values are coded against, or [`KEY_FRAME`].
+    pub base: u64,
+    /// The values, in the series-set's order.
+    pub values: Vec<f64>,
+}
+
+/// Encodes a samples payload into `out` (cleared); `base` is the offset and values of the
+/// samples record to code against, `None` for a key frame. `bits` is a reused buffer.
+pub fn encode_samples(
+    series_set: u64,
+    timestamp_ms: i64,
+    base: Option<(u64, &[f64])>,
+    values: &[f64],
+    bits: &mut BitWriter,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(&series_set.to_le_bytes());
+    out.extend_from_slice(&timestamp_ms.to_le_bytes());
+    put_varint(out, values.len() as u64);
+    let (base_offset, base_values) = base.unwrap_or((KEY_FRAME, &[]));
+    out.extend_from_slice(&base_offset.to_le_bytes());
+    bits.clear();
+    codec::encode(base_values, values, bits);
+    out.extend_from_slice(bits.bytes());
+}
+
+/// The fixed part of a samples payload: (series-set offset, timestamp, count, base offset).
+pub fn samples_head(payload: &[u8]) -> Option<(u64, i64, usize, u64)> {
+    head(payload).map(|(h, _)| h)
+}
+
+/// The fixed part and where the coded values start.
+fn head(payload: &[u8]) -> Option<((u64, i64, usize, u64), usize)> {
+    let mut c = Cursor { b: payload, at: 0 };
+    let set = c.u64()?;
+    let ts = i64::from_le_bytes(c.take(8)?.try_into().ok()?);
+    let n = c.len()?;
+    let base = c.u64()?;
+    Some(((set, ts, n, base), c.at))
+}
+
+/// Decodes a samples payload against the values of its base record (`&[]` for a key frame);
+/// `None` if it is malformed.
+pub fn decode_samples(payload: &[u8], base_values: &[f64]) -> Option<Samples> {
+    let ((series_set, timestamp_ms, n, base), start) = head(payload)?;
+    // Each value takes at least a bit.
+    if n > payload.len().saturating_mul(8) {
+        return None;
+    }
+    let mut values = Vec::with_capacity(n);
+    codec::decode(
+        base_values,
+        n,
+        &mut BitReader::new(payload.get(start..)?),
+        &mut values,
+    )?;
+    Some(Samples {
+        series_set,
+        timestamp_ms,
+        base,
+        values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::testkit::Rng;
+
+    fn sets(n: usize) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+        (0..n)
+            .map(|i| {
+                vec![
+                    (
+                        b"__name__".to_vec(),
+                        b"container_cpu_usage_seconds_total".to_vec(),
+                    ),
+                    (b"container".to_vec(), format!("app-{}", i / 4).into_bytes()),
+                    (b"cpu".to_vec(), format!("cpu{}", i % 4).into_bytes()),
+                    (b"namespace".to_vec(), b"default".to_vec()),
+                ]
+            })
+            .collect()
+    }
+
+    fn encode_sets(target: u64, s: &[Vec<(Vec<u8>, Vec<u8>)>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_series_set(
+            target,
+            s.iter()
+                .map(|l| l.iter().map(|(n, v)| (n.as_slice(), v.as_slice()))),
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn series_sets_round_trip_and_share_repeated_labels() {
+        for n in [0, 1, 2, 100] {
+            let s = sets(n);
+            let bytes = encode_sets(42, &s);
+            let (target, got) = decode_series_set(&bytes).expect("decodes");
+            assert_eq!(target, 42);
+            let got: Vec<Vec<(Vec<u8>, Vec<u8>)>> = got
+                .iter()
+                .map(|l| l.iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect())
+                .collect();
+            assert_eq!(got, s);
+            if n == 100 {
+                let raw: usize = s.iter().flatten().map(|(a, b)| a.len() + b.len()).sum();
+                assert!(
+                    bytes.len() * 4 < raw,
+                    "{} bytes for {raw} bytes of labels",
+                    bytes.len()
+                );
+            }
+        }
+        // Sets of different shapes (fewer, more, other names) round trip too.
+        let mixed = vec![
+            vec![(b"a".to_vec(), b"1".to_vec())],
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec()),
+            ],
+            vec![(b"c".to_vec(), b"".to_vec())],
+            vec![],
+            vec![(b"c".to_vec(), b"".to_vec())],
+        ];
+        let bytes = encode_sets(1, &mixed);
+        let (_, got) = decode_series_set(&bytes).expect("decodes");
+        assert_eq!(got.len(), mixed.len());
+        for (g, m) in got.iter().zip(&mixed) {
+            let g: Vec<(Vec<u8>, Vec<u8>)> =
+                g.iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
+            assert_eq!(&g, m);
+        }
+    }
+
+    #[test]
+    fn samples_round_trip_as_key_frames_and_deltas() {
+        let mut bits = BitWriter::default();
+        let mut out = Vec::new();
+        let first: Vec<f64> = (0..1000).map(|i| f64::from(i) * 10.5).collect();
+        encode_samples(4096, 1_700_000_000_000, None, &first, &mut bits, &mut out);
+        let key = decode_samples(&out, &[]).expect("key frame");
+        assert_eq!(key.base, KEY_FRAME);
+        assert_eq!(key.values, first);
+        let second: Vec<f64> = first
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % 10 == 0 { v + 1.0 } else { *v })
+            .collect();
+        encode_samples(
+            4096,
+            1_700_000_015_000,
+            Some((8192, &first)),
+            &second,
+            &mut bits,
+            &mut out,
+        );
+        let delta = decode_samples(&out, &first).expect("delta");
+        assert_eq!(
+            (delta.series_set, delta.timestamp_ms, delta.base),
+            (4096, 1_700_000_015_000, 8192)
+        );
+        assert_eq!(delta.values, second);
+        // 900 unchanged values at a bit each, 100 changed ones: far below 8 bytes a value.
+        assert!(out.len() < 1000, "{} bytes for 1000 values", out.len());
+        assert_eq!(
+            samples_head(&out),
+            Some((4096, 1_700_000_015_000, 1000, 8192))
+        );
+    }
+
+    #[test]
+    fn damaged_payloads_decode_to_none_not_a_panic() {
+        let s = sets(20);
+        let good = encode_sets(7, &s);
+        let mut bits = BitWriter::default();
+        let mut samples = Vec::new();
+        let values: Vec<f64> = (0..20).map(f64::from).collect();
+        encode_samples(1, 2, None, &values, &mut bits, &mut samples);
+        let mut rng = Rng(3);
+        for _ in 0..3000 {
+            for base in [&good, &samples] {
+                let mut bad = base.clone();
+                match rng.below(3) {
+                    0 => bad.truncate(rng.below(bad.len())),
+                    1 => {
+                        let at = rng.below(bad.len());
+                        bad[at] = rng.next().to_le_bytes()[0];
+                    }
+                    _ => bad.push(rng.next().to_le_bytes()[0]),
+                }
+                let _ = decode_series_set(&bad);
+                let _ = decode_samples(&bad, &values);
+            }
+        }
+    }
+}

@@ -184,6 +184,62 @@ impl BodyState {
     }
 }
 
+/// The lexers' tokens (both formats), named as Prometheus names them in its error messages
+/// (`got "INVALID"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tok {
+    Invalid,
+    Eof,
+    Linebreak,
+    Help,
+    Type,
+    Unit,
+    EofWord,
+    Text,
+    Comment,
+    BraceOpen,
+    BraceClose,
+    LName,
+    LValue,
+    MName,
+    Comma,
+    Equal,
+    Timestamp,
+    Value,
+}
+
+impl Tok {
+    fn name(self) -> &'static str {
+        match self {
+            Tok::Invalid => "INVALID",
+            Tok::Eof => "EOF",
+            Tok::Linebreak => "LINEBREAK",
+            Tok::Help => "HELP",
+            Tok::Type => "TYPE",
+            Tok::Unit => "UNIT",
+            Tok::EofWord => "EOFWORD",
+            Tok::Text => "TEXT",
+            Tok::Comment => "COMMENT",
+            Tok::BraceOpen => "BRACE_OPEN",
+            Tok::BraceClose => "BRACE_CLOSE",
+            Tok::LName => "LNAME",
+            Tok::LValue => "LVALUE",
+            Tok::MName => "MNAME",
+            Tok::Comma => "COMMA",
+            Tok::Equal => "EQUAL",
+            Tok::Timestamp => "TIMESTAMP",
+            Tok::Value => "VALUE",
+        }
+    }
+}
+
+pub(crate) fn unexpected(expected: &str, got: Tok, at: usize) -> Stop {
+    Stop::Error {
+        at,
+        reason: format!("{expected}, got {:?}", got.name()),
+    }
+}
+
 /// Why an entry could not be finished (shared by both formats' parsers).
 pub(crate) enum Stop {
     /// The data ended inside the entry; more is coming.

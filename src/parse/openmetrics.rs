@@ -21,64 +21,9 @@
 //! a HELP/TYPE/UNIT text or the comment keyword; at the end of the body it reads a NUL.
 
 use super::{
-    count_newlines, excerpt_incomplete, located, to_u32, value_at, BodyState, Kind, LabelSpan,
-    MetricType, ParseError, Step, Stop,
+    count_newlines, excerpt_incomplete, located, to_u32, unexpected, value_at, BodyState, Kind,
+    LabelSpan, MetricType, ParseError, Step, Stop, Tok,
 };
-
-/// Prometheus' token names, used in its error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tok {
-    Invalid,
-    Eof,
-    Linebreak,
-    Help,
-    Type,
-    Unit,
-    EofWord,
-    Text,
-    Comment,
-    BraceOpen,
-    BraceClose,
-    LName,
-    LValue,
-    MName,
-    Comma,
-    Equal,
-    Timestamp,
-    Value,
-}
-
-impl Tok {
-    fn name(self) -> &'static str {
-        match self {
-            Tok::Invalid => "INVALID",
-            Tok::Eof => "EOF",
-            Tok::Linebreak => "LINEBREAK",
-            Tok::Help => "HELP",
-            Tok::Type => "TYPE",
-            Tok::Unit => "UNIT",
-            Tok::EofWord => "EOFWORD",
-            Tok::Text => "TEXT",
-            Tok::Comment => "COMMENT",
-            Tok::BraceOpen => "BRACE_OPEN",
-            Tok::BraceClose => "BRACE_CLOSE",
-            Tok::LName => "LNAME",
-            Tok::LValue => "LVALUE",
-            Tok::MName => "MNAME",
-            Tok::Comma => "COMMA",
-            Tok::Equal => "EQUAL",
-            Tok::Timestamp => "TIMESTAMP",
-            Tok::Value => "VALUE",
-        }
-    }
-}
-
-fn unexpected(expected: &str, got: Tok, at: usize) -> Stop {
-    Stop::Error {
-        at,
-        reason: format!("{expected}, got {:?}", got.name()),
-    }
-}
 
 fn refuse(at: usize, reason: impl Into<String>) -> Stop {
     Stop::Error {

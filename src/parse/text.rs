@@ -24,50 +24,9 @@
 //! Errors give 1-based line and byte column, Prometheus' reason and a short excerpt.
 
 use super::{
-    count_newlines, excerpt_incomplete, located, to_u32, value_at, BodyState, Kind, LabelSpan,
-    MetricType, ParseError, Step, Stop,
+    count_newlines, excerpt_incomplete, located, to_u32, unexpected, value_at, BodyState, Kind,
+    LabelSpan, MetricType, ParseError, Step, Stop, Tok,
 };
-
-/// Prometheus' token names, used in its error messages (`got "INVALID"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tok {
-    Invalid,
-    Eof,
-    Linebreak,
-    BraceOpen,
-    BraceClose,
-    LName,
-    LValue,
-    Comma,
-    Equal,
-    Timestamp,
-    Value,
-}
-
-impl Tok {
-    fn name(self) -> &'static str {
-        match self {
-            Tok::Invalid => "INVALID",
-            Tok::Eof => "EOF",
-            Tok::Linebreak => "LINEBREAK",
-            Tok::BraceOpen => "BRACE_OPEN",
-            Tok::BraceClose => "BRACE_CLOSE",
-            Tok::LName => "LNAME",
-            Tok::LValue => "LVALUE",
-            Tok::Comma => "COMMA",
-            Tok::Equal => "EQUAL",
-            Tok::Timestamp => "TIMESTAMP",
-            Tok::Value => "VALUE",
-        }
-    }
-}
-
-fn unexpected(expected: &str, got: Tok, at: usize) -> Stop {
-    Stop::Error {
-        at,
-        reason: format!("{expected}, got {:?}", got.name()),
-    }
-}
 
 /// A lexer over one call's data. `start..i` is the last token.
 struct Lexer<'a> {

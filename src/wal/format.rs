@@ -200,6 +200,14 @@ pub struct RecordRef<'a> {
     pub size: usize,
 }
 
+/// The payload of a frame [`decode_record`] has accepted (no second CRC pass).
+pub fn checked_payload(b: &[u8]) -> &[u8] {
+    let len = u32_at(b, 0)
+        .and_then(|l| usize::try_from(l).ok())
+        .unwrap_or(1);
+    b.get(RECORD_HEAD + 1..RECORD_HEAD + len).unwrap_or(&[])
+}
+
 /// Why no record could be read at an offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bad {

@@ -130,7 +130,9 @@ fn run(dir: &Path, port: u16, path: &str, scrapes: usize, pause: Duration) -> Ou
     let mut ring = Ring::open(dir, 64 << 20).expect("ring");
     let mut bits = BitWriter::default();
     let mut payload = Vec::new();
-    let mut previous: Option<(u64, Vec<f64>)> = None;
+    // The offset of the target's last samples record, and the coding states it left.
+    let mut previous: Option<u64> = None;
+    let mut states = Vec::new();
     let mut set_offset = 0;
     let mut first_sets: Option<Vec<Labels>> = None;
     let mut expected: Vec<(u64, Vec<f64>)> = Vec::new();
@@ -154,9 +156,17 @@ fn run(dir: &Path, port: u16, path: &str, scrapes: usize, pause: Duration) -> Ou
             first_sets = Some(sets);
             previous = None;
         }
-        let base = previous.as_ref().map(|(o, v)| (*o, v.as_slice()));
+        let base = previous;
         let ts = 1_700_000_000_000 + i64::try_from(i).unwrap_or(0) * 15_000;
-        record::encode_samples(set_offset, ts, base, &values, &mut bits, &mut payload);
+        record::encode_samples(
+            set_offset,
+            ts,
+            base,
+            &mut states,
+            &values,
+            &mut bits,
+            &mut payload,
+        );
         let before = ring.stats().bytes_appended;
         let offset = ring.append(TYPE_SAMPLES, &payload).expect("append");
         if previous.is_some() {
@@ -165,21 +175,18 @@ fn run(dir: &Path, port: u16, path: &str, scrapes: usize, pause: Duration) -> Ou
         }
         samples += values.len() as u64;
         ring.sync().expect("sync");
-        expected.push((offset, values.clone()));
-        previous = Some((offset, values));
+        expected.push((offset, values));
+        previous = Some(offset);
     }
     let disk_bytes = write_bytes() - disk_before;
-    // Read everything back: each samples record decodes against its base, bit for bit.
+    // Read everything back in order, as a sender does: each samples record decodes with the
+    // states the one before it left, bit for bit.
     let mut at = ring.tail();
     let mut decoded: Vec<(u64, Vec<f64>)> = Vec::new();
+    let mut states = Vec::new();
     while let Found::Record { record: r, .. } = ring.read(at) {
         if r.kind == TYPE_SAMPLES {
-            let (_, _, _, base) = record::samples_head(r.payload).expect("head");
-            let base_values = decoded
-                .iter()
-                .find(|(o, _)| *o == base)
-                .map_or(&[][..], |(_, v)| v.as_slice());
-            let s = record::decode_samples(r.payload, base_values).expect("decodes");
+            let s = record::decode_samples(r.payload, &mut states).expect("decodes");
             decoded.push((r.offset, s.values));
         }
         at = r.next;

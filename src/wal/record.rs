@@ -12,10 +12,11 @@
 //!
 //! A **samples** record ([`TYPE_SAMPLES`]) holds one scrape's values: `series-set offset u64`,
 //! `timestamp ms i64`, `count varint`, `base offset u64`, then the values coded by
-//! [`super::codec`] against the values of the samples record at `base offset` (the same target's
-//! previous scrape), or against zero bits when `base offset` is [`KEY_FRAME`].
+//! [`super::codec::encode_series`] against the series states after the samples record at
+//! `base offset` (the same target's previous scrape), or from fresh states when `base offset` is
+//! [`KEY_FRAME`]. A reader decodes a target's samples records in order from a key frame.
 
-use super::codec::{self, BitReader, BitWriter};
+use super::codec::{self, BitReader, BitWriter, SeriesState};
 
 /// Record type of a series-set.
 pub const TYPE_SERIES_SET: u8 = 1;
@@ -156,12 +157,14 @@ pub struct Samples {
     pub values: Vec<f64>,
 }
 
-/// Encodes a samples payload into `out` (cleared); `base` is the offset and values of the
-/// samples record to code against, `None` for a key frame. `bits` is a reused buffer.
+/// Encodes a samples payload into `out` (cleared). `base` is the offset of the samples record
+/// `states` were left by, `None` for a key frame (states restart). `states` are updated for
+/// the next record; `bits` is a reused buffer.
 pub fn encode_samples(
     series_set: u64,
     timestamp_ms: i64,
-    base: Option<(u64, &[f64])>,
+    base: Option<u64>,
+    states: &mut Vec<SeriesState>,
     values: &[f64],
     bits: &mut BitWriter,
     out: &mut Vec<u8>,
@@ -170,10 +173,12 @@ pub fn encode_samples(
     out.extend_from_slice(&series_set.to_le_bytes());
     out.extend_from_slice(&timestamp_ms.to_le_bytes());
     put_varint(out, values.len() as u64);
-    let (base_offset, base_values) = base.unwrap_or((KEY_FRAME, &[]));
-    out.extend_from_slice(&base_offset.to_le_bytes());
+    if base.is_none() {
+        states.clear();
+    }
+    out.extend_from_slice(&base.unwrap_or(KEY_FRAME).to_le_bytes());
     bits.clear();
-    codec::encode(base_values, values, bits);
+    codec::encode_series(states, values, bits);
     out.extend_from_slice(bits.bytes());
 }
 
@@ -192,17 +197,20 @@ fn head(payload: &[u8]) -> Option<((u64, i64, usize, u64), usize)> {
     Some(((set, ts, n, base), c.at))
 }
 
-/// Decodes a samples payload against the values of its base record (`&[]` for a key frame);
-/// `None` if it is malformed.
-pub fn decode_samples(payload: &[u8], base_values: &[f64]) -> Option<Samples> {
+/// Decodes a samples payload with the states its base record left (a key frame restarts
+/// them), updating them; `None` if it is malformed.
+pub fn decode_samples(payload: &[u8], states: &mut Vec<SeriesState>) -> Option<Samples> {
     let ((series_set, timestamp_ms, n, base), start) = head(payload)?;
     // Each value takes at least a bit.
     if n > payload.len().saturating_mul(8) {
         return None;
     }
+    if base == KEY_FRAME {
+        states.clear();
+    }
     let mut values = Vec::with_capacity(n);
-    codec::decode(
-        base_values,
+    codec::decode_series(
+        states,
         n,
         &mut BitReader::new(payload.get(start..)?),
         &mut values,
@@ -293,9 +301,18 @@ mod tests {
     fn samples_round_trip_as_key_frames_and_deltas() {
         let mut bits = BitWriter::default();
         let mut out = Vec::new();
+        let (mut enc, mut dec) = (Vec::new(), Vec::new());
         let first: Vec<f64> = (0..1000).map(|i| f64::from(i) * 10.5).collect();
-        encode_samples(4096, 1_700_000_000_000, None, &first, &mut bits, &mut out);
-        let key = decode_samples(&out, &[]).expect("key frame");
+        encode_samples(
+            4096,
+            1_700_000_000_000,
+            None,
+            &mut enc,
+            &first,
+            &mut bits,
+            &mut out,
+        );
+        let key = decode_samples(&out, &mut dec).expect("key frame");
         assert_eq!(key.base, KEY_FRAME);
         assert_eq!(key.values, first);
         let second: Vec<f64> = first
@@ -306,12 +323,13 @@ mod tests {
         encode_samples(
             4096,
             1_700_000_015_000,
-            Some((8192, &first)),
+            Some(8192),
+            &mut enc,
             &second,
             &mut bits,
             &mut out,
         );
-        let delta = decode_samples(&out, &first).expect("delta");
+        let delta = decode_samples(&out, &mut dec).expect("delta");
         assert_eq!(
             (delta.series_set, delta.timestamp_ms, delta.base),
             (4096, 1_700_000_015_000, 8192)
@@ -332,7 +350,15 @@ mod tests {
         let mut bits = BitWriter::default();
         let mut samples = Vec::new();
         let values: Vec<f64> = (0..20).map(f64::from).collect();
-        encode_samples(1, 2, None, &values, &mut bits, &mut samples);
+        encode_samples(
+            1,
+            2,
+            None,
+            &mut Vec::new(),
+            &values,
+            &mut bits,
+            &mut samples,
+        );
         let mut rng = Rng(3);
         for _ in 0..3000 {
             for base in [&good, &samples] {
@@ -346,7 +372,7 @@ mod tests {
                     _ => bad.push(rng.next().to_le_bytes()[0]),
                 }
                 let _ = decode_series_set(&bad);
-                let _ = decode_samples(&bad, &values);
+                let _ = decode_samples(&bad, &mut Vec::new());
             }
         }
     }

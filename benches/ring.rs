@@ -14,32 +14,20 @@
 //! `cargo test` (no `--bench`) it makes three scrapes of node_exporter: checked, not measured.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use promlet::labels::LabelSet;
 use promlet::parse::{Entry, Format, Parser, Step};
 use promlet::wal::codec::BitWriter;
 use promlet::wal::record::{self, TYPE_SAMPLES, TYPE_SERIES_SET};
 use promlet::wal::{Found, Ring};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use support::{free_port, Killed};
 
 /// GET `path` from 127.0.0.1:`port` (HTTP/1.0); the body, or `None` if nothing answers.
 fn get(port: u16, path: &str) -> Option<Vec<u8>> {

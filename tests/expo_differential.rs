@@ -20,9 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod support;
 
 use promlet::config::relabel::RelabelConfig;
 use promlet::config::{Config, Limits};
@@ -30,6 +32,7 @@ use promlet::labels::{HonorLabels, LabelSet};
 use promlet::limits::{check_body_size, check_labels, SampleCounter};
 use promlet::parse::{Entry, Format, Parser, Step, ACCEPT_HEADER};
 use promlet::relabel::{process_set, Scratch};
+use support::{free_port, Killed};
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/expo/prom")
@@ -498,23 +501,6 @@ fn capture_receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
     (port, got)
 }
 
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 const SYNTHETIC: &[&str] = &[
     "up",
     "scrape_duration_seconds",
@@ -568,7 +554,7 @@ fn record_with_prometheus() -> (BTreeMap<String, String>, BTreeSet<String>) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("prometheus not runnable ({e}): ./test.sh installs Debian's prometheus; this test never skips"));
-    let _guard = Prometheus(child);
+    let _guard = Killed(child);
 
     // Wait until every job has reported `up` at least three times (so its first scrape's
     // series have surely arrived), for at most 90 s.

@@ -86,14 +86,24 @@ fn cadvisor_body(format: Format, series: usize) -> Vec<u8> {
 
 /// Parses `body` through `window` in 16 KiB reads and, per series, builds its label set,
 /// merges the target's labels and hashes it; returns the number of series and a checksum.
+/// What a target keeps between scrapes: the window, the parser, the label set, relabel scratch.
+struct Scrape {
+    window: Window,
+    parser: Parser,
+    set: LabelSet,
+    scratch: Scratch,
+}
+
 fn parse(
     body: &[u8],
-    window: &mut Window,
-    parser: &mut Parser,
-    set: &mut LabelSet,
+    Scrape {
+        window,
+        parser,
+        set,
+        scratch,
+    }: &mut Scrape,
     target: &[(String, String)],
     rules: &[RelabelConfig],
-    scratch: &mut Scratch,
 ) -> (usize, u64) {
     let mut checksum = 0u64;
     window.clear();
@@ -151,9 +161,12 @@ fn a_warm_openmetrics_parse_allocates_nothing() {
 
 fn warm_parse_allocates_nothing(format: Format) {
     let body = cadvisor_body(format, 10_000);
-    let mut window = Window::new(4 << 10, 1 << 20);
-    let mut parser = Parser::new(format);
-    let mut set = LabelSet::new();
+    let mut scrape = Scrape {
+        window: Window::new(4 << 10, 1 << 20),
+        parser: Parser::new(format),
+        set: LabelSet::new(),
+        scratch: Scratch::default(),
+    };
     // A target whose job clashes with nothing and whose `name` label clashes with every
     // series (so the exported_ path runs too).
     let target = vec![
@@ -175,34 +188,17 @@ fn warm_parse_allocates_nothing(format: Format) {
     )
     .expect("valid rules");
     let rules = &config.scrape_configs[0].metric_relabel_configs;
-    let mut scratch = Scratch::default();
-    let warm = parse(
-        &body,
-        &mut window,
-        &mut parser,
-        &mut set,
-        &target,
-        rules,
-        &mut scratch,
-    );
+    let warm = parse(&body, &mut scrape, &target, rules);
     assert_eq!(warm.0, 10_000, "warm-up");
-    assert_eq!(set.get(b"qos"), Some(&b"burstable"[..]));
-    assert!(set.get(b"shard").is_some() && set.get(b"k8s_namespace").is_some());
-    assert!(set.get(b"id").is_none());
+    assert_eq!(scrape.set.get(b"qos"), Some(&b"burstable"[..]));
+    assert!(scrape.set.get(b"shard").is_some() && scrape.set.get(b"k8s_namespace").is_some());
+    assert!(scrape.set.get(b"id").is_none());
     let before = allocations();
-    let again = parse(
-        &body,
-        &mut window,
-        &mut parser,
-        &mut set,
-        &target,
-        rules,
-        &mut scratch,
-    );
+    let again = parse(&body, &mut scrape, &target, rules);
     let during = allocations() - before;
     assert_eq!(again, warm);
     assert_eq!(
-        set.get(b"exported_name").map(<[u8]>::len),
+        scrape.set.get(b"exported_name").map(<[u8]>::len),
         Some("k8s_app_9999".len())
     );
     assert_eq!(
@@ -212,9 +208,9 @@ fn warm_parse_allocates_nothing(format: Format) {
         body.len()
     );
     assert!(
-        window.capacity() <= 64 << 10,
+        scrape.window.capacity() <= 64 << 10,
         "window {} bytes for a {} byte body",
-        window.capacity(),
+        scrape.window.capacity(),
         body.len()
     );
 }

@@ -166,6 +166,16 @@ fn run(args: &Args) -> ExitCode {
         format_duration(args.storage_agent_sync_interval),
         args.web_listen_address
     );
+    // Until the senders of issue 6 take the periodic sync over, a thread of its own runs it:
+    // msync waits for the disk, which the loop must never do.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let syncing = {
+        let (syncer, stop) = (ring.syncer(), std::sync::Arc::clone(&stop));
+        let every = args.storage_agent_sync_interval;
+        std::thread::Builder::new()
+            .name("promlet-sync".into())
+            .spawn(move || syncer.run(every, &stop))
+    };
     smol::block_on(async {
         use smol::stream::StreamExt;
         while let Some(signal) = signals.next().await {
@@ -189,6 +199,11 @@ fn run(args: &Args) -> ExitCode {
             }
         }
     });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Ok(t) = syncing {
+        t.thread().unpark();
+        let _ = t.join();
+    }
     if let Err(e) = ring.sync() {
         error!("ring: final sync failed: {e}");
         return ExitCode::FAILURE;

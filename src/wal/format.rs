@@ -136,9 +136,18 @@ impl Header {
 
     /// Reads a copy slot; `None` unless magic, version and CRC check out.
     pub fn decode(b: &[u8]) -> Option<Header> {
-        if b.get(..8)? != MAGIC || u32_at(b, 8)? != VERSION {
+        Header::decode_any_version(b)
+            .filter(|(v, _)| *v == VERSION)
+            .map(|(_, h)| h)
+    }
+
+    /// Reads a copy slot of any format version whose magic and CRC check out, with that
+    /// version (so a ring written by another promlet version is named, not taken for damage).
+    pub fn decode_any_version(b: &[u8]) -> Option<(u32, Header)> {
+        if b.get(..8)? != MAGIC {
             return None;
         }
+        let version = u32_at(b, 8)?;
         let n = usize::try_from(u32_at(b, 12)?).ok()?;
         if n > MAX_CURSORS {
             return None;
@@ -150,13 +159,14 @@ impl Header {
         let cursors = (0..n)
             .map(|i| Some((u64_at(b, 48 + 16 * i)?, u64_at(b, 56 + 16 * i)?)))
             .collect::<Option<Vec<_>>>()?;
-        Some(Header {
+        let header = Header {
             file_size: u64_at(b, 16)?,
             generation: u64_at(b, 24)?,
             head: u64_at(b, 32)?,
             tail: u64_at(b, 40)?,
             cursors,
-        })
+        };
+        Some((version, header))
     }
 }
 

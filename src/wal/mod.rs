@@ -1,28 +1,47 @@
 //! The ring: one fixed-size, memory-mapped file in `--storage.agent.path` that holds what was
 //! scraped until every `remote_write` endpoint has sent it (DESIGN.md, steps 5–6).
 //!
-//! The byte layout and the invariants are in [`format`]. This module owns the file:
-//! - [`Ring::open`] takes an exclusive lock on the directory (a second promlet refuses to
-//!   start and names the holder's pid), creates the file at exactly the configured size, fully
-//!   allocated (a full disk is an error at start, never a SIGBUS later), maps it, picks the
-//!   newer valid header copy and scans forward from its head for records appended after it
-//!   (a crash between appends and the next header write loses nothing the mapping held);
-//! - [`Ring::append`] writes a record at the head, first moving the tail past the oldest
-//!   records when the ring is full (counted: [`Stats::records_overwritten`]);
-//! - [`Ring::read`] reads the record at or after a logical offset, skipping padding, and
-//!   resynchronising past damaged bytes (counted: [`Stats::damaged_skips`]);
-//! - [`Ring::sync`] flushes the records appended since the last sync, then writes the header
-//!   (invariant I3): power loss takes at most what was appended after the last sync.
+//! The byte layout and the invariants are in [`format`]; the record payloads in [`record`].
+//! Three handles share the mapping:
+//! - [`Ring`], the single producer on the loop thread. [`Ring::open`] takes an exclusive lock
+//!   on the directory (a second promlet refuses to start and names the holder's pid), creates
+//!   the file at exactly the configured size, fully allocated (a full disk is an error at
+//!   start, never a SIGBUS later), maps it, picks the newer valid header copy and scans
+//!   forward from its head for records appended after it (a crash between appends and the
+//!   next header write loses nothing the mapping held). [`Ring::append`] writes a record at
+//!   the head, first moving the tail past the oldest records when the ring is full; it never
+//!   blocks and, once its buffers are warm, never allocates. [`Ring::append_series_set`] and
+//!   [`Ring::append_samples`] write a target's records through its [`Chain`].
+//! - [`Consumer`], one per `remote_write` endpoint, on that endpoint's sender thread: it reads
+//!   from the endpoint's cursor, hands back decoded scrapes ([`Batch`]), and commits what was
+//!   sent. It sleeps in [`Consumer::wait`] (park) until the producer appends (unpark).
+//! - [`Syncer`], on whichever thread runs the periodic `msync`
+//!   (`--storage.agent.sync-interval`): it flushes the records appended since the last sync,
+//!   then writes the header to the other copy (invariant I3).
+//!
+//! The threads share the mapping, the head and tail offsets and per-endpoint slots, all
+//! atomics; the only lock is the syncer's own and each slot's parked-thread handle, taken
+//! only when a consumer sleeps.
+//!
+//! # Series-sets and key frames
+//! A samples record is coded against the previous samples record of its [`Chain`] (the same
+//! target, the same series-set). A chain starts with a series-set record followed by a key
+//! frame. The producer starts a new chain, copying the set forward, once the set is more than
+//! an eighth of the ring behind the head ([`Stats::series_sets_rewritten`]); so every samples
+//! record is less than an eighth of the ring after its set and its key frame. A consumer that
+//! starts mid-chain (after a restart, or after records were overwritten) replays the chain
+//! from its set to rebuild the coding state. Samples whose set or chain the head has already
+//! overwritten cannot be decoded: they are counted per endpoint
+//! ([`EndpointStats::undecodable`]), never dropped silently. So at most the oldest eighth of
+//! a full ring is at risk for an endpoint that lags a whole lap.
 //!
 //! A ring file of another size than configured is refused with both sizes named: promlet does
 //! not resize a ring that may hold unsent data; the operator moves it away or sets the old
-//! size.
-//!
-//! This slice is single-threaded (`&mut self`); the producer/consumer split across the loop
-//! and sender threads, the compact series-set and samples records, and the cursors' use by
-//! senders come with the rest of issue 5.
+//! size. A file that is not a ring (no magic in either header copy) or a ring of another
+//! format version is refused with a clear error, never overwritten.
 
 pub mod codec;
+mod consumer;
 pub mod format;
 mod mmap;
 pub mod record;
@@ -31,11 +50,16 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 
-use memmap2::MmapMut;
 use rustix::fs::{FallocateFlags, FlockOperation};
 
-use format::{Bad, Header, DATA_START, HEADER_SIZE, MIN_RECORD, TYPE_PAD};
+pub use consumer::{Batch, Consumer};
+use format::{Bad, Header, DATA_START, HEADER_SIZE, MAGIC, MAX_CURSORS, MIN_RECORD, TYPE_PAD};
+use mmap::Region;
+use record::{SetIndex, SetView, TYPE_SAMPLES, TYPE_SERIES_SET};
 
 /// The ring file's name in the storage directory.
 pub const RING_FILE: &str = "ring";
@@ -56,6 +80,8 @@ pub enum WalError {
     },
     /// The configured size cannot work.
     Size(String),
+    /// The file is not a ring this promlet reads.
+    Foreign(String),
     /// A file operation failed.
     Io {
         /// What was being done, with the path.
@@ -65,6 +91,12 @@ pub enum WalError {
     },
     /// A record larger than half the ring.
     TooLarge(usize),
+    /// A chain whose series-set record can no longer be read: write the set again.
+    SetLost,
+    /// Every cursor slot of the header is taken.
+    TooManyEndpoints,
+    /// The endpoint already has a consumer.
+    Claimed(u64),
 }
 
 impl fmt::Display for WalError {
@@ -75,9 +107,14 @@ impl fmt::Display for WalError {
                 "{} is in use by another promlet (pid {pid}); stop it or give this one another --storage.agent.path",
                 dir.display()
             ),
-            WalError::Size(why) => f.write_str(why),
+            WalError::Size(why) | WalError::Foreign(why) => f.write_str(why),
             WalError::Io { what, error } => write!(f, "{what}: {error}"),
             WalError::TooLarge(n) => write!(f, "a record of {n} bytes does not fit half the ring"),
+            WalError::SetLost => f.write_str("the chain's series-set record is no longer readable"),
+            WalError::TooManyEndpoints => {
+                write!(f, "the ring holds cursors for at most {MAX_CURSORS} remote_write endpoints")
+            }
+            WalError::Claimed(key) => write!(f, "endpoint {key:#x} already has a reader"),
         }
     }
 }
@@ -96,55 +133,257 @@ pub struct Stats {
     pub bytes_appended: u64,
     /// Records appended (padding not counted).
     pub records_appended: u64,
-    /// Records the head overwrote before every reader was past them.
+    /// Records the head overwrote.
     pub records_overwritten: u64,
+    /// Samples the head overwrote before some endpoint had sent them (or with no endpoint).
+    pub samples_overwritten: u64,
     /// Times a reader or the recovery scan skipped damaged bytes.
     pub damaged_skips: u64,
     /// Records found after the persisted head when the ring was opened.
     pub recovered_records: u64,
+    /// Series-set records copied forward before the head could reach them.
+    pub series_sets_rewritten: u64,
+    /// Header writes.
+    pub syncs: u64,
 }
 
-/// One record read from the ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record<'a> {
-    /// Its logical offset.
-    pub offset: u64,
-    /// The offset of the record after it.
-    pub next: u64,
-    /// Its type.
-    pub kind: u8,
-    /// Its payload, borrowed from the mapping.
-    pub payload: &'a [u8],
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_appended: AtomicU64,
+    records_appended: AtomicU64,
+    records_overwritten: AtomicU64,
+    samples_overwritten: AtomicU64,
+    damaged_skips: AtomicU64,
+    recovered_records: AtomicU64,
+    series_sets_rewritten: AtomicU64,
+    syncs: AtomicU64,
 }
 
-/// What [`Ring::read`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found<'a> {
-    /// A record at or after the offset asked for. `lost` counts bytes skipped before it because
-    /// the head had overwritten them or they were damaged.
-    Record {
-        /// The record.
-        record: Record<'a>,
-        /// Logical bytes between the offset asked for and the record.
-        lost: u64,
-    },
-    /// Nothing at or after the offset yet.
-    End,
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// The ring file, mapped.
-#[derive(Debug)]
-pub struct Ring {
-    map: MmapMut,
-    _ring: File,
-    _lock: File,
-    capacity: u64,
-    header: Header,
-    /// The header slot holding `header` as last written (0 or 1).
+impl Counters {
+    fn snapshot(&self) -> Stats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            bytes_appended: g(&self.bytes_appended),
+            records_appended: g(&self.records_appended),
+            records_overwritten: g(&self.records_overwritten),
+            samples_overwritten: g(&self.samples_overwritten),
+            damaged_skips: g(&self.damaged_skips),
+            recovered_records: g(&self.recovered_records),
+            series_sets_rewritten: g(&self.series_sets_rewritten),
+            syncs: g(&self.syncs),
+        }
+    }
+}
+
+/// One endpoint's standing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Everything before this offset was sent.
+    pub cursor: u64,
+    /// Samples the head overwrote before this endpoint had sent them.
+    pub overwritten: u64,
+    /// Samples this endpoint read but could not decode (their set or chain overwritten or
+    /// damaged).
+    pub undecodable: u64,
+}
+
+/// One endpoint's cursor slot.
+#[derive(Debug, Default)]
+struct Slot {
+    used: AtomicBool,
+    key: AtomicU64,
+    committed: AtomicU64,
+    overwritten: AtomicU64,
+    undecodable: AtomicU64,
+    claimed: AtomicBool,
+    waiting: AtomicBool,
+    thread: Mutex<Option<Thread>>,
+}
+
+/// What the header copies need between syncs.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// The copy last written (0 or 1).
     slot: usize,
-    /// Logical range appended since the last sync.
-    dirty: Option<(u64, u64)>,
-    stats: Stats,
+    generation: u64,
+    /// Records before this offset are on disk.
+    synced_head: u64,
+    /// The header last written, generation 0 (to skip writing an unchanged one).
+    last: Option<Header>,
+    buf: Vec<u8>,
+}
+
+/// A record as [`Shared::read`] found it; its frame is in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    offset: u64,
+    next: u64,
+    kind: u8,
+    lost: u64,
+}
+
+/// What the producer, the consumers and the syncer share.
+#[derive(Debug)]
+struct Shared {
+    region: Region,
+    capacity: u64,
+    file_size: u64,
+    /// Records before it are written; stored after the bytes (Release), loaded before reading
+    /// them (Acquire).
+    head: AtomicU64,
+    /// Records before it may be overwritten; stored before the bytes are overwritten, checked
+    /// again after a reader copied them (a torn read is detected, then retried).
+    tail: AtomicU64,
+    slots: Vec<Slot>,
+    slots_used: AtomicUsize,
+    counters: Counters,
+    sync: Mutex<SyncState>,
+    /// The logical offset of the last damage logged (each is logged once).
+    logged_damage: AtomicU64,
+    /// The ring file and the directory lock, kept open as long as anyone maps the file.
+    _files: Option<(File, File)>,
+}
+
+/// The payload of a frame in a buffer that [`Shared::frame`] filled.
+fn payload_of(frame: &[u8]) -> &[u8] {
+    format::checked_payload(frame)
+}
+
+impl Shared {
+    fn pos(&self, offset: u64) -> usize {
+        usize::try_from(DATA_START + offset % self.capacity).unwrap_or(usize::MAX)
+    }
+
+    /// The offset where a record at `offset` really starts: the next lap when fewer than the
+    /// smallest record's bytes are left before the region's end.
+    fn skip_wrap(&self, offset: u64) -> u64 {
+        let left = self.capacity - offset % self.capacity;
+        if left < MIN_RECORD as u64 {
+            offset + left
+        } else {
+            offset
+        }
+    }
+
+    /// Copies the record at `offset` into `buf` and checks it (invariant I1): its type and the
+    /// bytes it occupies.
+    fn frame(&self, offset: u64, buf: &mut Vec<u8>) -> Result<(u8, u64), Bad> {
+        let room = self.capacity - offset % self.capacity;
+        let mut head = [0u8; format::RECORD_HEAD];
+        self.region.read(self.pos(offset), &mut head);
+        let stored = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        if stored != offset {
+            return Err(Bad::Offset);
+        }
+        let len = u64::from(u32::from_le_bytes(head[..4].try_into().unwrap_or_default()));
+        if len == 0 || format::RECORD_HEAD as u64 + len > room {
+            return Err(Bad::Damaged);
+        }
+        let n = usize::try_from(len).map_err(|_| Bad::Damaged)? + format::RECORD_HEAD;
+        buf.resize(n, 0);
+        self.region.read(self.pos(offset), &mut buf[..n]);
+        format::decode_record(&buf[..n], offset).map(|r| (r.kind, r.size as u64))
+    }
+
+    /// The first offset in `from..until` (8-aligned) holding a valid record, or `until`.
+    fn resync(&self, from: u64, until: u64, buf: &mut Vec<u8>) -> u64 {
+        let mut at = from.next_multiple_of(8);
+        while at < until {
+            if self.frame(at, buf).is_ok() {
+                return at;
+            }
+            at += 8;
+        }
+        until
+    }
+
+    fn damaged(&self, at: u64, resumed: u64) {
+        bump(&self.counters.damaged_skips, 1);
+        if self.logged_damage.fetch_max(at + 1, Ordering::Relaxed) <= at {
+            log::warn!(
+                "ring: damaged record at logical offset {at} (file byte {}); skipped to offset {resumed}",
+                self.pos(at)
+            );
+        }
+    }
+
+    /// The first record at or after `offset`, copied into `buf`: padding skipped; an offset
+    /// the tail has passed starts at the tail; damaged bytes are skipped to the next valid
+    /// record (counted). `None` at the head.
+    fn read(&self, offset: u64, buf: &mut Vec<u8>) -> Option<Meta> {
+        let mut at = offset;
+        loop {
+            at = self.skip_wrap(at.max(self.tail.load(Ordering::Acquire)));
+            let head = self.head.load(Ordering::Acquire);
+            if at >= head {
+                return None;
+            }
+            let found = self.frame(at, buf);
+            // Pairs with the producer's fence between moving the tail and overwriting: bytes
+            // of a newer lap read above imply the newer tail is seen here.
+            fence(Ordering::Acquire);
+            if self.tail.load(Ordering::Relaxed) > at {
+                continue;
+            }
+            match found {
+                Ok((TYPE_PAD, size)) => at += size,
+                Ok((kind, size)) => {
+                    return Some(Meta {
+                        offset: at,
+                        next: at + size,
+                        kind,
+                        lost: at - offset.min(at),
+                    })
+                }
+                Err(_) => {
+                    let next = self.resync(at + 8, head, buf);
+                    self.damaged(at, next);
+                    at = next;
+                }
+            }
+        }
+    }
+
+    fn slots(&self) -> &[Slot] {
+        &self.slots[..self
+            .slots_used
+            .load(Ordering::Acquire)
+            .min(self.slots.len())]
+    }
+
+    /// Wakes the consumers asleep in [`Consumer::wait`].
+    fn wake(&self) {
+        for slot in self.slots() {
+            if slot.waiting.load(Ordering::SeqCst) {
+                if let Some(t) = slot.thread.lock().ok().as_ref().and_then(|t| t.as_ref()) {
+                    t.unpark();
+                }
+            }
+        }
+    }
+
+    fn flush(&self, from: u64, to: u64) -> Result<(), WalError> {
+        let data = |start: u64, len: u64| {
+            let at = usize::try_from(DATA_START + start).unwrap_or(usize::MAX);
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            self.region.flush(at, len).map_err(io("msync the ring"))
+        };
+        let len = to - from.min(to);
+        if len >= self.capacity {
+            return data(0, self.capacity);
+        }
+        let start = from % self.capacity;
+        let first = len.min(self.capacity - start);
+        data(start, first)?;
+        if first < len {
+            data(0, len - first)?;
+        }
+        Ok(())
+    }
 }
 
 /// Opens `path` for reading and writing, creating it empty if needed.
@@ -202,6 +441,271 @@ fn allocate(file: &mut File, size: u64, path: &Path) -> Result<(), WalError> {
     }
 }
 
+/// One record read from the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Its logical offset.
+    pub offset: u64,
+    /// The offset of the record after it.
+    pub next: u64,
+    /// Its type.
+    pub kind: u8,
+    /// Its payload, copied out of the mapping.
+    pub payload: &'a [u8],
+}
+
+/// What [`Ring::read`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found<'a> {
+    /// A record at or after the offset asked for. `lost` counts bytes skipped before it because
+    /// the head had overwritten them or they were damaged.
+    Record {
+        /// The record.
+        record: Record<'a>,
+        /// Logical bytes between the offset asked for and the record.
+        lost: u64,
+    },
+    /// Nothing at or after the offset yet.
+    End,
+}
+
+/// A target's place in the ring: its current series-set and the coding state of its samples.
+/// The scrape loop keeps one per target and passes it to [`Ring::append_series_set`] and
+/// [`Ring::append_samples`].
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    set: Option<u64>,
+    last: Option<u64>,
+    states: Vec<codec::SeriesState>,
+}
+
+impl Chain {
+    /// The offset of the chain's series-set record, once one was written.
+    pub fn series_set(&self) -> Option<u64> {
+        self.set
+    }
+}
+
+/// The writing half: owns the head, moves the tail.
+#[derive(Debug)]
+struct Writer {
+    shared: Arc<Shared>,
+    head: u64,
+    tail: u64,
+    frame: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl Writer {
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<u64, WalError> {
+        let cap = self.shared.capacity;
+        let size = format::record_size(payload.len()) as u64;
+        if size > cap / 2 || kind == TYPE_PAD {
+            return Err(WalError::TooLarge(payload.len()));
+        }
+        let start = self.head;
+        let left = cap - start % cap;
+        let pad = if left < size { left } else { 0 };
+        // Make room for the padding and the record (invariant I2), and tell readers before a
+        // byte is overwritten.
+        let tail = self.tail;
+        while start + pad + size - self.tail > cap {
+            self.evict_oldest();
+        }
+        if self.tail != tail {
+            self.shared.tail.store(self.tail, Ordering::Relaxed);
+            fence(Ordering::Release);
+        }
+        let region = &self.shared.region;
+        if pad >= MIN_RECORD as u64 {
+            let n = usize::try_from(pad).unwrap_or(0);
+            self.frame.resize(n, 0);
+            format::encode_pad(&mut self.frame[..n], start);
+            region.write(self.shared.pos(start), &self.frame[..n]);
+        }
+        let offset = start + pad;
+        let n = usize::try_from(size).unwrap_or(0);
+        self.frame.resize(n, 0);
+        format::encode_record(&mut self.frame[..n], offset, kind, payload);
+        region.write(self.shared.pos(offset), &self.frame[..n]);
+        self.head = offset + size;
+        self.shared.head.store(self.head, Ordering::SeqCst);
+        let c = &self.shared.counters;
+        bump(&c.bytes_appended, pad + size);
+        bump(&c.records_appended, 1);
+        self.shared.wake();
+        Ok(offset)
+    }
+
+    /// Moves the tail past the oldest record (or past damage, to the next valid one), counting
+    /// the samples of each endpoint that had not sent them.
+    fn evict_oldest(&mut self) {
+        let shared = &*self.shared;
+        let t = shared.skip_wrap(self.tail);
+        if t >= self.head {
+            self.tail = self.head;
+            return;
+        }
+        match shared.frame(t, &mut self.scratch) {
+            Ok((kind, size)) => {
+                if kind != TYPE_PAD {
+                    bump(&shared.counters.records_overwritten, 1);
+                }
+                if kind == TYPE_SAMPLES {
+                    let n = record::samples_head(payload_of(&self.scratch)).map_or(0, |h| h.2);
+                    let mut unsent = shared
+                        .slots()
+                        .iter()
+                        .all(|s| !s.used.load(Ordering::Acquire));
+                    for slot in shared.slots() {
+                        if slot.used.load(Ordering::Acquire)
+                            && slot.committed.load(Ordering::Acquire) <= t
+                        {
+                            bump(&slot.overwritten, n as u64);
+                            unsent = true;
+                        }
+                    }
+                    if unsent {
+                        bump(&shared.counters.samples_overwritten, n as u64);
+                    }
+                }
+                self.tail = t + size;
+            }
+            Err(_) => {
+                self.tail = shared.resync(t + 8, self.head, &mut self.scratch);
+                shared.damaged(t, self.tail);
+            }
+        }
+    }
+}
+
+/// The ring file, mapped; the producer half (see the module docs).
+#[derive(Debug)]
+pub struct Ring {
+    w: Writer,
+    /// Payloads being built, and records read back.
+    payload: Vec<u8>,
+    bits: codec::BitWriter,
+    read_buf: Vec<u8>,
+    set_index: SetIndex,
+    /// A chain whose set is this far behind the head starts over.
+    rewrite_after: u64,
+}
+
+/// Runs `msync` and writes the header; any thread may hold one (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Syncer {
+    shared: Arc<Shared>,
+}
+
+/// Picks the header and scans past its head (invariant I4). Returns the header and the copy
+/// it came from.
+fn recover(shared: &Shared, path: &Path) -> Result<(Header, usize), WalError> {
+    let mut copies = [vec![0u8; HEADER_SIZE], vec![0u8; HEADER_SIZE]];
+    for (i, c) in copies.iter_mut().enumerate() {
+        shared.region.read(i * HEADER_SIZE, c);
+    }
+    let best = copies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, Header::decode(c)?)))
+        .filter(|(_, h)| {
+            h.file_size == shared.file_size
+                && h.tail <= h.head
+                && h.head - h.tail <= shared.capacity
+        })
+        .max_by_key(|(_, h)| h.generation);
+    let mut buf = Vec::new();
+    let (mut header, slot) = match best {
+        Some(found) => (found.1, found.0),
+        None => {
+            if let Some(v) = copies
+                .iter()
+                .filter_map(|c| Header::decode_any_version(c))
+                .map(|(v, _)| v)
+                .find(|&v| v != format::VERSION)
+            {
+                return Err(WalError::Foreign(format!(
+                    "{} is a ring of format version {v}, and this promlet reads version {}: run the promlet that wrote it until it has sent its data, or move the file away to start an empty ring",
+                    path.display(),
+                    format::VERSION
+                )));
+            }
+            let blank = copies.iter().all(|c| c.iter().all(|&b| b == 0));
+            if !blank && copies.iter().all(|c| !c.starts_with(MAGIC)) {
+                return Err(WalError::Foreign(format!(
+                    "{} is not a promlet ring (neither header copy starts with {}); move it away to start an empty ring",
+                    path.display(),
+                    String::from_utf8_lossy(MAGIC)
+                )));
+            }
+            let mut header = Header {
+                file_size: shared.file_size,
+                ..Header::default()
+            };
+            if !blank {
+                // Both copies damaged: find the newest record that checks out and go on from
+                // it. Cursors are lost; endpoints start again at the head.
+                header.head = newest(shared, &mut buf).unwrap_or(0);
+                header.tail = header.head;
+                log::error!(
+                    "ring: both header copies of {} are damaged; recovered from the records (newest at offset {}), cursors lost",
+                    path.display(),
+                    header.head
+                );
+                bump(&shared.counters.damaged_skips, 1);
+            }
+            (header, 1)
+        }
+    };
+    // Records appended after the last header write: follow them while they check out, for at
+    // most one lap (a lap appended between two syncs would have overwritten its own start,
+    // which then reads as the end).
+    let mut head = header.head;
+    while head - header.head < shared.capacity {
+        head = shared.skip_wrap(head);
+        match shared.frame(head, &mut buf) {
+            Ok((kind, size)) => {
+                if kind != TYPE_PAD {
+                    bump(&shared.counters.recovered_records, 1);
+                }
+                head += size;
+            }
+            Err(_) => break,
+        }
+    }
+    // Skipping to the next lap without a record after it does not move the head.
+    if head != header.head {
+        header.head = head.max(header.head);
+    }
+    // The head may have overwritten the persisted tail: find the first whole record a
+    // capacity behind it.
+    let floor = header.head.saturating_sub(shared.capacity);
+    if header.tail < floor {
+        header.tail = shared.resync(floor, header.head, &mut buf);
+    }
+    Ok((header, slot))
+}
+
+/// The logical offset of the newest valid record anywhere in the data region.
+fn newest(shared: &Shared, buf: &mut Vec<u8>) -> Option<u64> {
+    let mut best = None;
+    let mut head = [0u8; format::RECORD_HEAD];
+    for p in (0..shared.capacity).step_by(8) {
+        shared
+            .region
+            .read(usize::try_from(DATA_START + p).ok()?, &mut head);
+        let stored = u64::from_le_bytes(head[8..16].try_into().ok()?);
+        if stored % shared.capacity == p
+            && best.is_none_or(|b| stored > b)
+            && shared.frame(stored, buf).is_ok()
+        {
+            best = Some(stored);
+        }
+    }
+    best
+}
+
 impl Ring {
     /// Opens (or creates) the ring in `dir` at `size` bytes; see the module docs.
     pub fn open(dir: &Path, size: u64) -> Result<Ring, WalError> {
@@ -231,287 +735,385 @@ impl Ring {
                 path.display()
             )));
         }
-        let map = mmap::map(&file).map_err(io(format!("map {}", path.display())))?;
-        let capacity = (size - DATA_START) / 8 * 8;
-        let mut ring = Ring {
-            map,
-            _ring: file,
-            _lock: lock,
+        let region = Region::map(&file, true).map_err(io(format!("map {}", path.display())))?;
+        Ring::start(region, Some((file, lock)), &path)
+    }
+
+    /// Opens the ring in `dir` read-only, without its lock, for inspection (a running promlet
+    /// may hold it). Nothing is written: appends and syncs go nowhere.
+    pub fn open_read_only(dir: &Path) -> Result<Ring, WalError> {
+        let path = dir.join(RING_FILE);
+        let file = File::open(&path).map_err(io(format!("open {}", path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(io(format!("stat {}", path.display())))?
+            .len();
+        if len < MIN_SIZE || usize::try_from(len).is_err() {
+            return Err(WalError::Size(format!(
+                "{} is {len} bytes: not a ring (the smallest is {MIN_SIZE})",
+                path.display()
+            )));
+        }
+        let region = Region::map(&file, false).map_err(io(format!("map {}", path.display())))?;
+        let lock = File::open(&path).map_err(io(format!("open {}", path.display())))?;
+        Ring::start(region, Some((file, lock)), &path)
+    }
+
+    /// A ring over an in-memory copy of a ring file's bytes (tests and inspection).
+    pub fn from_image(bytes: &[u8]) -> Result<Ring, WalError> {
+        let size = bytes.len() as u64;
+        if size < MIN_SIZE {
+            return Err(WalError::Size(format!(
+                "an image of {size} bytes is below the minimum of {MIN_SIZE} bytes"
+            )));
+        }
+        Ring::start(Region::heap(bytes), None, Path::new("(image)"))
+    }
+
+    fn start(region: Region, files: Option<(File, File)>, path: &Path) -> Result<Ring, WalError> {
+        let file_size = region.len() as u64;
+        let capacity = (file_size - DATA_START) / 8 * 8;
+        let mut shared = Shared {
+            region,
             capacity,
-            header: Header::default(),
-            slot: 1,
-            dirty: None,
-            stats: Stats::default(),
+            file_size,
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            slots: (0..MAX_CURSORS).map(|_| Slot::default()).collect(),
+            slots_used: AtomicUsize::new(0),
+            counters: Counters::default(),
+            sync: Mutex::new(SyncState::default()),
+            logged_damage: AtomicU64::new(0),
+            _files: files,
         };
-        ring.recover(size);
-        Ok(ring)
-    }
-
-    /// Picks the header and scans past its head (invariant I4).
-    fn recover(&mut self, size: u64) {
-        let copies = [
-            Header::decode(&self.map[..HEADER_SIZE]),
-            Header::decode(&self.map[HEADER_SIZE..2 * HEADER_SIZE]),
-        ];
-        let best = copies
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| h.as_ref().filter(|h| h.file_size == size).map(|h| (i, h)))
-            .max_by_key(|(_, h)| h.generation);
-        match best {
-            Some((slot, h)) if h.tail <= h.head && h.head - h.tail <= self.capacity => {
-                self.header = h.clone();
-                self.slot = slot;
-            }
-            _ => {
-                if self.map[..2 * HEADER_SIZE].iter().any(|&b| b != 0) {
-                    log::error!(
-                        "ring: both header copies are damaged; starting the ring empty (its old records are not read)"
-                    );
-                    self.stats.damaged_skips += 1;
-                }
-                self.header = Header {
-                    file_size: size,
-                    ..Header::default()
-                };
-                self.slot = 1;
-            }
+        let persisted = recover(&shared, path)?;
+        let (header, slot) = persisted;
+        let synced = Header::decode(&{
+            let mut c = vec![0u8; HEADER_SIZE];
+            shared.region.read(slot * HEADER_SIZE, &mut c);
+            c
+        })
+        .map_or(0, |h| h.head.min(header.head));
+        shared.head = AtomicU64::new(header.head);
+        shared.tail = AtomicU64::new(header.tail);
+        for (s, &(key, at)) in shared.slots.iter().zip(&header.cursors) {
+            s.key.store(key, Ordering::Relaxed);
+            s.committed
+                .store(at.clamp(header.tail, header.head), Ordering::Relaxed);
+            s.used.store(true, Ordering::Relaxed);
         }
-        // Records appended after the last header write: follow them while they check out, for
-        // at most one lap (syncs come every second; a lap appended between two of them would
-        // have overwritten its own start, which then reads as the end).
-        let mut head = self.header.head;
-        while head - self.header.head < self.capacity {
-            head = self.skip_wrap(head);
-            match self.frame(head) {
-                Ok((kind, size)) => {
-                    if kind != TYPE_PAD {
-                        self.stats.recovered_records += 1;
-                    }
-                    head += size;
-                }
-                Err(_) => break,
-            }
-        }
-        if head != self.header.head {
-            // Skipping to the next lap without a record after it does not move the head.
-            self.header.head = head.max(self.header.head);
-            // The head may have overwritten the persisted tail: find the first whole record
-            // a capacity behind it.
-            let floor = self.header.head.saturating_sub(self.capacity);
-            if self.header.tail < floor {
-                self.header.tail = self.resync(floor, self.header.head);
-            }
-            self.dirty = Some((self.header.head, self.header.head));
-        }
-    }
-
-    /// The type and size of the record at `offset`.
-    fn frame(&self, offset: u64) -> Result<(u8, u64), Bad> {
-        format::decode_record(self.bytes_at(offset), offset).map(|r| (r.kind, r.size as u64))
-    }
-
-    /// The data bytes from logical offset `offset` to the region's end.
-    fn bytes_at(&self, offset: u64) -> &[u8] {
-        let pos = usize::try_from(DATA_START + offset % self.capacity).unwrap_or(usize::MAX);
-        let end = usize::try_from(DATA_START + self.capacity).unwrap_or(usize::MAX);
-        &self.map[pos.min(end)..end]
-    }
-
-    /// The offset where a record at `offset` really starts: the next lap when fewer than the
-    /// smallest record's bytes are left before the region's end.
-    fn skip_wrap(&self, offset: u64) -> u64 {
-        let left = self.capacity - offset % self.capacity;
-        if left < MIN_RECORD as u64 {
-            offset + left
-        } else {
-            offset
-        }
-    }
-
-    /// The first offset in `from..until` (8-aligned) holding a valid record, or `until`.
-    fn resync(&self, from: u64, until: u64) -> u64 {
-        let mut at = from.next_multiple_of(8);
-        while at < until {
-            if format::decode_record(self.bytes_at(at), at).is_ok() {
-                return at;
-            }
-            at += 8;
-        }
-        until
+        shared.slots_used = AtomicUsize::new(header.cursors.len().min(MAX_CURSORS));
+        shared.sync = Mutex::new(SyncState {
+            slot,
+            generation: header.generation,
+            synced_head: synced,
+            last: None,
+            buf: vec![0u8; HEADER_SIZE],
+        });
+        Ok(Ring {
+            w: Writer {
+                shared: Arc::new(shared),
+                head: header.head,
+                tail: header.tail,
+                frame: Vec::new(),
+                scratch: Vec::new(),
+            },
+            payload: Vec::new(),
+            bits: codec::BitWriter::default(),
+            read_buf: Vec::new(),
+            set_index: SetIndex::default(),
+            rewrite_after: capacity / 8,
+        })
     }
 
     /// Usable data bytes.
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.w.shared.capacity
     }
 
     /// Logical offset of the next record.
     pub fn head(&self) -> u64 {
-        self.header.head
+        self.w.head
     }
 
     /// Logical offset of the oldest record held.
     pub fn tail(&self) -> u64 {
-        self.header.tail
+        self.w.tail
     }
 
     /// Counters since open.
     pub fn stats(&self) -> Stats {
-        self.stats
+        self.w.shared.counters.snapshot()
     }
 
     /// Appends a record; returns its logical offset. Never blocks: when the ring is full the
     /// oldest records go.
     pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<u64, WalError> {
-        let size = format::record_size(payload.len()) as u64;
-        if size > self.capacity / 2 || kind == TYPE_PAD {
-            return Err(WalError::TooLarge(payload.len()));
-        }
-        let left = self.capacity - self.header.head % self.capacity;
-        let pad = if left < size { left } else { 0 };
-        // Make room for the padding and the record (invariant I2).
-        while self.header.head + pad + size - self.header.tail > self.capacity {
-            self.evict_oldest();
-        }
-        let start = self.header.head;
-        if pad >= MIN_RECORD as u64 {
-            let at = self.position(start);
-            let n = usize::try_from(pad).unwrap_or(0);
-            format::encode_pad(&mut self.map[at..at + n], start);
-        }
-        let offset = start + pad;
-        let at = self.position(offset);
-        let n = usize::try_from(size).unwrap_or(0);
-        format::encode_record(&mut self.map[at..at + n], offset, kind, payload);
-        self.header.head = offset + size;
-        self.stats.bytes_appended += pad + size;
-        self.stats.records_appended += 1;
-        self.dirty = Some(match self.dirty {
-            Some((from, _)) => (from, self.header.head),
-            None => (start, self.header.head),
-        });
-        Ok(offset)
+        self.w.append(kind, payload)
     }
 
-    fn position(&self, offset: u64) -> usize {
-        usize::try_from(DATA_START + offset % self.capacity).unwrap_or(usize::MAX)
+    /// Writes a target's series-set (its series' labels, in the order its samples will come)
+    /// and starts a new chain: the next samples record is a key frame.
+    pub fn append_series_set<'s, S, L>(
+        &mut self,
+        chain: &mut Chain,
+        target: u64,
+        series: S,
+    ) -> Result<u64, WalError>
+    where
+        S: ExactSizeIterator<Item = L> + Clone,
+        L: Iterator<Item = (&'s [u8], &'s [u8])> + Clone,
+    {
+        record::encode_series_set(target, series, &mut self.payload);
+        chain.last = None;
+        chain.set = None;
+        let at = self.w.append(TYPE_SERIES_SET, &self.payload)?;
+        chain.set = Some(at);
+        Ok(at)
     }
 
-    /// Moves the tail past the oldest record (or past damage, to the next valid one).
-    fn evict_oldest(&mut self) {
-        let tail = self.skip_wrap(self.header.tail);
-        if tail >= self.header.head {
-            self.header.tail = self.header.head;
-            return;
-        }
-        match self.frame(tail) {
-            Ok((kind, size)) => {
-                if kind != TYPE_PAD {
-                    self.stats.records_overwritten += 1;
-                }
-                self.header.tail = tail + size;
+    /// Writes one scrape's values for the chain's series-set, in its order. When the set is
+    /// an eighth of the ring behind the head it is first copied forward (module docs).
+    /// [`WalError::SetLost`] when the set can no longer be read: write it again.
+    pub fn append_samples(
+        &mut self,
+        chain: &mut Chain,
+        timestamp_ms: i64,
+        values: &[f64],
+    ) -> Result<u64, WalError> {
+        let mut set = chain.set.ok_or(WalError::SetLost)?;
+        if set < self.w.tail || self.w.head - set > self.rewrite_after {
+            chain.last = None;
+            chain.set = None;
+            match self.w.shared.frame(set, &mut self.payload) {
+                Ok((TYPE_SERIES_SET, _)) if set >= self.w.tail => {}
+                _ => return Err(WalError::SetLost),
             }
-            Err(_) => {
-                self.stats.damaged_skips += 1;
-                self.header.tail = self.resync(tail + 8, self.header.head);
+            set = self.w.append(TYPE_SERIES_SET, payload_of(&self.payload))?;
+            bump(&self.w.shared.counters.series_sets_rewritten, 1);
+            chain.set = Some(set);
+        }
+        record::encode_samples(
+            set,
+            timestamp_ms,
+            chain.last,
+            &mut chain.states,
+            values,
+            &mut self.bits,
+            &mut self.payload,
+        );
+        match self.w.append(TYPE_SAMPLES, &self.payload) {
+            Ok(at) => {
+                chain.last = Some(at);
+                Ok(at)
+            }
+            Err(e) => {
+                chain.last = None;
+                Err(e)
             }
         }
     }
 
-    /// The first record at or after `offset`: padding skipped; an offset the tail has passed
-    /// starts at the tail; damaged bytes are skipped to the next valid record (counted).
+    /// The series-set record at `offset` read back (staleness reads a target's previous
+    /// labels this way): its target and its series' labels. `None` if it is gone or damaged.
+    pub fn series_set(&mut self, offset: u64) -> Option<(u64, SetView<'_>)> {
+        let meta = self.w.shared.read(offset, &mut self.read_buf)?;
+        if meta.offset != offset || meta.kind != TYPE_SERIES_SET {
+            return None;
+        }
+        let payload = payload_of(&self.read_buf);
+        let target = self.set_index.decode(payload)?;
+        Some((
+            target,
+            SetView {
+                payload,
+                index: &self.set_index,
+            },
+        ))
+    }
+
+    /// The first record at or after `offset` (see [`Found`]).
     pub fn read(&mut self, offset: u64) -> Found<'_> {
-        let mut at = offset.max(self.header.tail);
-        // Each frame's CRC is checked once, here; the payload is then taken by its length.
-        let size = loop {
-            at = self.skip_wrap(at);
-            if at >= self.header.head {
-                return Found::End;
-            }
-            match self.frame(at) {
-                Ok((TYPE_PAD, size)) => at += size,
-                Ok((_, size)) => break size,
-                Err(Bad::Offset | Bad::Damaged) => {
-                    self.stats.damaged_skips += 1;
-                    at = self.resync(at + 8, self.header.head);
+        match self.w.shared.read(offset, &mut self.read_buf) {
+            None => Found::End,
+            Some(m) => Found::Record {
+                record: Record {
+                    offset: m.offset,
+                    next: m.next,
+                    kind: m.kind,
+                    payload: payload_of(&self.read_buf),
+                },
+                lost: m.lost,
+            },
+        }
+    }
+
+    /// The reader of endpoint `key` (a hash of its URL and name). A new endpoint starts at the
+    /// head (it is sent what is scraped from now on, as a new remote_write queue in Prometheus
+    /// is); a known one at its cursor.
+    pub fn consumer(&mut self, key: u64) -> Result<Consumer, WalError> {
+        let shared = &self.w.shared;
+        let used = shared.slots_used.load(Ordering::Acquire);
+        let find = |want: Option<u64>| {
+            shared.slots[..used].iter().position(|s| match want {
+                Some(k) => s.used.load(Ordering::Acquire) && s.key.load(Ordering::Relaxed) == k,
+                None => !s.used.load(Ordering::Acquire),
+            })
+        };
+        let index = match find(Some(key)) {
+            Some(i) => i,
+            None => {
+                let i = match find(None) {
+                    Some(i) => i,
+                    None if used < MAX_CURSORS => used,
+                    None => return Err(WalError::TooManyEndpoints),
+                };
+                let s = &shared.slots[i];
+                s.key.store(key, Ordering::Relaxed);
+                s.committed.store(self.w.head, Ordering::Relaxed);
+                s.overwritten.store(0, Ordering::Relaxed);
+                s.undecodable.store(0, Ordering::Relaxed);
+                s.used.store(true, Ordering::Release);
+                if i == used {
+                    shared.slots_used.store(used + 1, Ordering::Release);
                 }
+                i
             }
         };
-        let b = self.bytes_at(at);
-        Found::Record {
-            record: Record {
-                offset: at,
-                next: at + size,
-                kind: b[format::RECORD_HEAD],
-                payload: format::checked_payload(b),
-            },
-            lost: at - offset.min(at),
+        if shared.slots[index].claimed.swap(true, Ordering::AcqRel) {
+            return Err(WalError::Claimed(key));
         }
+        Ok(Consumer::new(Arc::clone(shared), index))
     }
 
-    /// The cursor of the endpoint `key`; a new endpoint starts at the head (it is sent what is
-    /// scraped from now on, as a new remote_write queue in Prometheus is).
-    pub fn cursor(&mut self, key: u64) -> u64 {
-        if let Some(&(_, at)) = self.header.cursors.iter().find(|(k, _)| *k == key) {
-            return at.max(self.header.tail);
-        }
-        let head = self.header.head;
-        self.header.cursors.push((key, head));
-        head
+    /// Endpoint `key`'s cursor and losses, if the ring knows it.
+    pub fn endpoint(&self, key: u64) -> Option<EndpointStats> {
+        self.w
+            .shared
+            .slots()
+            .iter()
+            .find(|s| s.used.load(Ordering::Acquire) && s.key.load(Ordering::Relaxed) == key)
+            .map(Slot::stats)
     }
 
-    /// Records that endpoint `key` has sent everything before `offset`; persisted by the next
-    /// [`Ring::sync`].
-    pub fn commit(&mut self, key: u64, offset: u64) {
-        let offset = offset.min(self.header.head);
-        match self.header.cursors.iter_mut().find(|(k, _)| *k == key) {
-            Some(c) => c.1 = c.1.max(offset),
-            None => self.header.cursors.push((key, offset)),
-        }
-    }
-
-    /// Forgets endpoints not in `keys` (after a reload removed them).
+    /// Forgets endpoints not in `keys` that have no reader (after a reload removed them).
     pub fn retain_cursors(&mut self, keys: &[u64]) {
-        self.header.cursors.retain(|(k, _)| keys.contains(k));
-    }
-
-    /// Flushes the records appended since the last sync, then writes the header to the other
-    /// copy (invariant I3).
-    pub fn sync(&mut self) -> Result<(), WalError> {
-        if let Some((from, to)) = self.dirty.take() {
-            let len = to - from;
-            if len >= self.capacity {
-                self.map
-                    .flush_range(
-                        usize::try_from(DATA_START).unwrap_or(0),
-                        usize::try_from(self.capacity).unwrap_or(0),
-                    )
-                    .map_err(io("msync the ring"))?;
-            } else {
-                let start = from % self.capacity;
-                let first = len.min(self.capacity - start);
-                self.flush(start, first)?;
-                if first < len {
-                    self.flush(0, len - first)?;
-                }
+        for s in self.w.shared.slots() {
+            if !keys.contains(&s.key.load(Ordering::Relaxed)) && !s.claimed.load(Ordering::Acquire)
+            {
+                s.used.store(false, Ordering::Release);
             }
         }
-        self.header.generation += 1;
-        self.slot = 1 - self.slot;
-        let at = self.slot * HEADER_SIZE;
-        self.header.encode(&mut self.map[at..at + HEADER_SIZE]);
-        self.map
-            .flush_range(at, HEADER_SIZE)
-            .map_err(io("msync the ring header"))
     }
 
-    fn flush(&self, start: u64, len: u64) -> Result<(), WalError> {
-        let start = usize::try_from(DATA_START + start).unwrap_or(0);
-        let len = usize::try_from(len).unwrap_or(0);
-        self.map
-            .flush_range(start, len)
-            .map_err(io("msync the ring"))
+    /// A handle for the thread that runs the periodic sync.
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            shared: Arc::clone(&self.w.shared),
+        }
+    }
+
+    /// Syncs now, on this thread (at stop, and in tests).
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.syncer().sync().map(|_| ())
+    }
+
+    /// A copy of the whole ring file as it is now (tests).
+    #[cfg(test)]
+    #[allow(dead_code)]
+    pub(crate) fn image(&self) -> Vec<u8> {
+        self.w.shared.region.to_vec()
+    }
+}
+
+impl Slot {
+    fn stats(&self) -> EndpointStats {
+        EndpointStats {
+            cursor: self.committed.load(Ordering::Acquire),
+            overwritten: self.overwritten.load(Ordering::Relaxed),
+            undecodable: self.undecodable.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Syncer {
+    /// Flushes the records appended since the last sync, then writes the header to the other
+    /// copy (invariant I3); an unchanged header is not written again. Returns whether
+    /// anything was written. It waits for the disk (`msync`), so it never runs on the loop.
+    pub fn sync(&self) -> Result<bool, WalError> {
+        let shared = &*self.shared;
+        let mut st = shared
+            .sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let head = shared.head.load(Ordering::Acquire);
+        let tail = shared.tail.load(Ordering::Acquire).min(head);
+        let mut wrote = false;
+        if head > st.synced_head {
+            shared.flush(
+                st.synced_head.max(head.saturating_sub(shared.capacity)),
+                head,
+            )?;
+            wrote = true;
+        }
+        let cursors = shared
+            .slots()
+            .iter()
+            .filter(|s| s.used.load(Ordering::Acquire))
+            .map(|s| {
+                let at = s.committed.load(Ordering::Acquire);
+                (s.key.load(Ordering::Relaxed), at.clamp(tail, head))
+            })
+            .collect();
+        let header = Header {
+            file_size: shared.file_size,
+            generation: 0,
+            head,
+            tail,
+            cursors,
+        };
+        st.synced_head = head;
+        if st.last.as_ref() == Some(&header) {
+            return Ok(wrote);
+        }
+        let slot = 1 - st.slot;
+        let written = Header {
+            generation: st.generation + 1,
+            ..header.clone()
+        };
+        st.buf.resize(HEADER_SIZE, 0);
+        written.encode(&mut st.buf);
+        shared.region.write(slot * HEADER_SIZE, &st.buf);
+        shared
+            .region
+            .flush(slot * HEADER_SIZE, HEADER_SIZE)
+            .map_err(io("msync the ring header"))?;
+        st.slot = slot;
+        st.generation += 1;
+        st.last = Some(header);
+        bump(&shared.counters.syncs, 1);
+        Ok(true)
+    }
+
+    /// Syncs every `every` until `stop` is set (and this thread unparked), logging failures.
+    pub fn run(&self, every: std::time::Duration, stop: &AtomicBool) {
+        let mut due = std::time::Instant::now() + every;
+        while !stop.load(Ordering::SeqCst) {
+            let now = std::time::Instant::now();
+            if now < due {
+                std::thread::park_timeout(due - now);
+                continue;
+            }
+            due = now + every;
+            if let Err(e) = self.sync() {
+                log::error!("ring: sync failed: {e}");
+            }
+        }
+    }
+
+    /// Counters of the ring (for self-metrics on a thread without the producer).
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
     }
 }
 

@@ -70,11 +70,6 @@ impl<'a> Cursor<'a> {
     fn len(&mut self) -> Option<usize> {
         usize::try_from(self.varint()?).ok()
     }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.len()?;
-        self.take(n)
-    }
 }
 
 /// Encodes a series-set payload into `out` (cleared): `series` yields each series' labels in
@@ -115,33 +110,128 @@ pub type SeriesSet<'a> = (u64, Vec<Vec<(&'a [u8], &'a [u8])>>);
 
 /// Decodes a series-set payload; `None` if it is malformed.
 pub fn decode_series_set(payload: &[u8]) -> Option<SeriesSet<'_>> {
-    let mut c = Cursor { b: payload, at: 0 };
-    let target = c.u64()?;
-    let count = c.len()?;
-    // Each series takes at least a byte: a count beyond the payload is damage.
-    if count > payload.len() {
-        return None;
-    }
-    let mut out: Vec<Vec<(&[u8], &[u8])>> = Vec::with_capacity(count);
-    for _ in 0..count {
-        let n = c.len()?;
-        if n > payload.len() {
+    let mut index = SetIndex::default();
+    let target = index.decode(payload)?;
+    let n = index.series.len().saturating_sub(1);
+    Some((
+        target,
+        (0..n)
+            .map(|i| index.labels_in(payload, i).collect())
+            .collect(),
+    ))
+}
+
+/// Where each label of a series-set payload is: reused from one set to the next, so reading
+/// a set back allocates nothing once warm.
+#[derive(Debug, Clone, Default)]
+pub struct SetIndex {
+    /// Per label: name start, name end, value start, value end (payload byte offsets).
+    labels: Vec<[u32; 4]>,
+    /// Per series, the index of its first label; one more entry closes the last series.
+    series: Vec<u32>,
+}
+
+impl SetIndex {
+    /// Indexes a series-set payload (up to 4 GiB, as records are); returns its target, or
+    /// `None` if it is malformed.
+    pub fn decode(&mut self, payload: &[u8]) -> Option<u64> {
+        self.labels.clear();
+        self.series.clear();
+        let mut c = Cursor { b: payload, at: 0 };
+        let target = c.u64()?;
+        let count = c.len()?;
+        // Each series takes at least a byte: a count beyond the payload is damage.
+        if count > payload.len() {
             return None;
         }
-        let mut labels = Vec::with_capacity(n);
-        for i in 0..n {
-            let before = out.last().and_then(|p| p.get(i)).copied();
-            let label = match c.take(1)?.first()? {
-                0 => before?,
-                1 => (before?.0, c.bytes()?),
-                2 => (c.bytes()?, c.bytes()?),
-                _ => return None,
-            };
-            labels.push(label);
+        let pos = |c: &Cursor<'_>| u32::try_from(c.at).ok();
+        let mut prev = 0..0;
+        self.series.push(0);
+        for _ in 0..count {
+            let n = c.len()?;
+            if n > payload.len() {
+                return None;
+            }
+            let first = self.labels.len();
+            for i in 0..n {
+                let before = prev.clone().nth(i).map(|j| self.labels[j]);
+                let label = match c.take(1)?.first()? {
+                    0 => before?,
+                    1 => {
+                        let len = c.len()?;
+                        let start = pos(&c)?;
+                        c.take(len)?;
+                        let [a, b, _, _] = before?;
+                        [a, b, start, pos(&c)?]
+                    }
+                    2 => {
+                        let len = c.len()?;
+                        let a = pos(&c)?;
+                        c.take(len)?;
+                        let b = pos(&c)?;
+                        let len = c.len()?;
+                        let start = pos(&c)?;
+                        c.take(len)?;
+                        [a, b, start, pos(&c)?]
+                    }
+                    _ => return None,
+                };
+                self.labels.push(label);
+            }
+            prev = first..self.labels.len();
+            self.series.push(u32::try_from(self.labels.len()).ok()?);
         }
-        out.push(labels);
+        (c.at == payload.len()).then_some(target)
     }
-    (c.at == payload.len()).then_some((target, out))
+}
+
+/// A series-set payload with its index: each series' labels by position.
+#[derive(Debug, Clone, Copy)]
+pub struct SetView<'a> {
+    /// The series-set payload.
+    pub payload: &'a [u8],
+    /// Its index, from [`SetIndex::decode`] over that payload.
+    pub index: &'a SetIndex,
+}
+
+impl<'a> SetView<'a> {
+    /// How many series.
+    pub fn len(&self) -> usize {
+        self.index.series.len().saturating_sub(1)
+    }
+
+    /// Whether it has no series.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The labels of series `i` (none past the end), as (name, value).
+    pub fn labels(&self, i: usize) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        self.index.labels_in(self.payload, i)
+    }
+}
+
+impl SetIndex {
+    /// The labels of series `i` of the indexed `payload`.
+    fn labels_in<'p>(
+        &self,
+        payload: &'p [u8],
+        i: usize,
+    ) -> impl Iterator<Item = (&'p [u8], &'p [u8])> + use<'p, '_> {
+        let s = &self.series;
+        let at = |j: usize| s.get(j).and_then(|&v| usize::try_from(v).ok()).unwrap_or(0);
+        let range = at(i)..at(i + 1).max(at(i));
+        self.labels.get(range).unwrap_or(&[]).iter().map(move |l| {
+            let r = |a: u32, b: u32| {
+                let (a, b) = (usize::try_from(a), usize::try_from(b));
+                match (a, b) {
+                    (Ok(a), Ok(b)) => payload.get(a..b).unwrap_or(&[]),
+                    _ => &[],
+                }
+            };
+            (r(l[0], l[1]), r(l[2], l[3]))
+        })
+    }
 }
 
 /// One scrape's values as a samples record holds them.
@@ -200,6 +290,23 @@ fn head(payload: &[u8]) -> Option<((u64, i64, usize, u64), usize)> {
 /// Decodes a samples payload with the states its base record left (a key frame restarts
 /// them), updating them; `None` if it is malformed.
 pub fn decode_samples(payload: &[u8], states: &mut Vec<SeriesState>) -> Option<Samples> {
+    let mut values = Vec::new();
+    let (series_set, timestamp_ms, base) = decode_samples_into(payload, states, &mut values)?;
+    Some(Samples {
+        series_set,
+        timestamp_ms,
+        base,
+        values,
+    })
+}
+
+/// [`decode_samples`] into a reused `values` buffer (cleared); returns the series-set offset,
+/// the timestamp and the base offset.
+pub fn decode_samples_into(
+    payload: &[u8],
+    states: &mut Vec<SeriesState>,
+    values: &mut Vec<f64>,
+) -> Option<(u64, i64, u64)> {
     let ((series_set, timestamp_ms, n, base), start) = head(payload)?;
     // Each value takes at least a bit.
     if n > payload.len().saturating_mul(8) {
@@ -208,19 +315,13 @@ pub fn decode_samples(payload: &[u8], states: &mut Vec<SeriesState>) -> Option<S
     if base == KEY_FRAME {
         states.clear();
     }
-    let mut values = Vec::with_capacity(n);
     codec::decode_series(
         states,
         n,
         &mut BitReader::new(payload.get(start..)?),
-        &mut values,
-    )?;
-    Some(Samples {
-        series_set,
-        timestamp_ms,
-        base,
         values,
-    })
+    )?;
+    Some((series_set, timestamp_ms, base))
 }
 
 #[cfg(test)]

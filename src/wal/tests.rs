@@ -96,20 +96,32 @@ fn sizes_are_checked() {
 fn records_survive_sync_and_reopen_with_cursors() {
     let dir = TempDir::new("reopen");
     let mut ring = Ring::open(&dir.0, SIZE).expect("open");
+    let beef = ring.consumer(0xbeef).expect("consumer");
     let mut written = Vec::new();
     for i in 0..50 {
         let p = payload(i, (i as usize * 7) % 90);
         written.push(put(&mut ring, 1 + (i % 3) as u8, &p));
     }
     assert_eq!(all(&mut ring), written);
-    let c = ring.cursor(0xfeed);
-    assert_eq!(c, ring.head(), "a new endpoint starts at the head");
-    ring.commit(0xbeef, written[10].0);
+    let c = ring.consumer(0xfeed).expect("consumer");
+    assert_eq!(
+        c.position(),
+        ring.head(),
+        "a new endpoint starts at the head"
+    );
+    drop(c);
+    beef.commit(written[10].0);
+    beef.commit(written[5].0);
     ring.sync().expect("sync");
+    drop(beef);
     drop(ring);
     let mut ring = Ring::open(&dir.0, SIZE).expect("reopen");
     assert_eq!(all(&mut ring), written);
-    assert_eq!(ring.cursor(0xbeef), written[10].0);
+    assert_eq!(ring.endpoint(0xbeef).map(|e| e.cursor), Some(written[10].0));
+    assert_eq!(
+        ring.consumer(0xbeef).expect("again").position(),
+        written[10].0
+    );
     assert_eq!(ring.stats().recovered_records, 0);
 }
 
@@ -208,7 +220,7 @@ fn a_torn_header_falls_back_to_the_other_copy() {
         }
         ring.sync().expect("sync");
     }
-    let newest = ring.slot;
+    let newest = ring.w.shared.sync.lock().expect("lock").slot;
     drop(ring);
     let path = dir.0.join(RING_FILE);
     let mut bytes = std::fs::read(&path).expect("read");
@@ -229,8 +241,14 @@ fn any_file_content_opens_without_panicking() {
     for round in 0..20 {
         let mut bytes = vec![0u8; usize::try_from(SIZE).expect("fits")];
         match round % 3 {
-            // Pure noise.
-            0 => bytes.iter_mut().for_each(|b| *b = rng.next() as u8),
+            // Pure noise is not a ring: refused. With the magic in place it is a damaged one.
+            0 => {
+                bytes.iter_mut().for_each(|b| *b = rng.next() as u8);
+                std::fs::write(&path, &bytes).expect("write");
+                let e = Ring::open(&dir.0, SIZE).expect_err("noise");
+                assert!(e.to_string().contains("is not a promlet ring"), "{e}");
+                bytes[..8].copy_from_slice(format::MAGIC);
+            }
             // A valid ring with noise sprinkled over it.
             _ => {
                 std::fs::write(&path, &bytes).expect("reset");

@@ -1,17 +1,24 @@
-//! Ring bytes per sample on real scrapes: how compact the records of issue 5 are today.
+//! The ring on the bench workload (issue 5): bytes per sample appended and written, append
+//! and decode speed, all measured in one run.
 //!
-//! `cargo bench --bench ring` scrapes two targets on 127.0.0.1 a dozen times each:
-//! - `../shared/bench/exporter.py --kind cadvisor` (every value changes every scrape: the bench
-//!   workload's deliberate worst case);
-//! - Debian's `prometheus-node-exporter` (real values, scraped once a second).
+//! `cargo bench --bench ring` starts the bench workload on 127.0.0.1: `../shared/bench/
+//! exporter.py` as the harness mixes it (cadvisor 6000, kube-state-metrics 2500, app 1500
+//! series: about 10k; every value changes every scrape, the deliberate worst case) plus
+//! Debian's `prometheus-node-exporter`, and scrapes each target 100 times. Then, on those
+//! parsed scrapes:
+//! - **append**: each target a [`Chain`] (a series-set, then samples records), into a 64 MiB
+//!   ring, timed: ring bytes per sample (samples records alone, and all records), append
+//!   samples/s and MB/s of ring;
+//! - **decode**: a [`Consumer`](promlet::wal::Consumer) reads every scrape back, timed, and
+//!   every value is checked bit for bit;
+//! - **written**: the appends again on a fresh ring in simulated time (5 s interval, targets
+//!   spread over it), synced every `--storage.agent.sync-interval` of 1 s, 5 s, 10 s and 30 s;
+//!   `/proc/self/io` `write_bytes` per sample is what the disk was asked to write (the kernel's
+//!   own write-back waits 30 s, longer than this runs, so the syncs are all of it).
+//! - the same for node_exporter alone (30 real scrapes 1 s apart, simulated at 15 s).
 //!
-//! Each scrape is parsed, written as a samples record (a key frame first, then each coded
-//! against the scrape before) after one series-set record, into a 64 MiB ring in a temporary
-//! directory, synced after every scrape as promlet's sync cadence would. It prints per target
-//! the ring bytes appended per sample (steady state: samples records after the first; and all
-//! records), and the bytes the kernel counted as written (`/proc/self/io` `write_bytes`) per
-//! sample. Every record is read back and decoded to the parsed values, bit for bit. Under
-//! `cargo test` (no `--bench`) it makes three scrapes of node_exporter: checked, not measured.
+//! It prints the hours a 64 MiB ring holds for 10k series at 15 s. Under `cargo test` (no
+//! `--bench`) it makes three scrapes of node_exporter: checked, not measured.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -24,9 +31,7 @@ mod support;
 
 use promlet::labels::LabelSet;
 use promlet::parse::{Entry, Format, Parser, Step};
-use promlet::wal::codec::BitWriter;
-use promlet::wal::record::{self, TYPE_SAMPLES, TYPE_SERIES_SET};
-use promlet::wal::{Found, Ring};
+use promlet::wal::{Chain, Consumer, Ring};
 use support::{free_port, Killed};
 
 /// GET `path` from 127.0.0.1:`port` (HTTP/1.0); the body, or `None` if nothing answers.
@@ -104,120 +109,162 @@ fn write_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-struct Outcome {
-    samples: u64,
-    steady_samples: u64,
-    steady_bytes: u64,
-    all_bytes: u64,
-    disk_bytes: u64,
+/// A target's scrapes: its label sets (constant here) and each scrape's values.
+struct Scrapes {
+    sets: Vec<Labels>,
+    values: Vec<Vec<f64>>,
 }
 
-/// Scrapes `scrapes` times (`pause` apart) into a fresh ring; checks every record decodes.
-fn run(dir: &Path, port: u16, path: &str, scrapes: usize, pause: Duration) -> Outcome {
-    let _ = std::fs::remove_dir_all(dir);
-    let mut ring = Ring::open(dir, 64 << 20).expect("ring");
-    let mut bits = BitWriter::default();
-    let mut payload = Vec::new();
-    // The offset of the target's last samples record, and the coding states it left.
-    let mut previous: Option<u64> = None;
-    let mut states = Vec::new();
-    let mut set_offset = 0;
-    let mut first_sets: Option<Vec<Labels>> = None;
-    let mut expected: Vec<(u64, Vec<f64>)> = Vec::new();
-    let (mut samples, mut steady_samples, mut steady_bytes) = (0, 0, 0);
-    let disk_before = write_bytes();
-    for i in 0..scrapes {
+fn scrape(port: u16, path: &str, times: usize, pause: Duration) -> Scrapes {
+    let mut out = Scrapes {
+        sets: Vec::new(),
+        values: Vec::new(),
+    };
+    for i in 0..times {
         if i > 0 {
             std::thread::sleep(pause);
         }
-        let body = get(port, path).expect("scrape");
-        let (sets, values) = parse(&body);
-        if first_sets.as_ref() != Some(&sets) {
-            // A new or changed series list: a series-set record and a key frame.
-            record::encode_series_set(
-                7,
-                sets.iter()
-                    .map(|l| l.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))),
-                &mut payload,
-            );
-            set_offset = ring.append(TYPE_SERIES_SET, &payload).expect("append");
-            first_sets = Some(sets);
-            previous = None;
+        let (sets, values) = parse(&get(port, path).expect("scrape"));
+        if out.sets.is_empty() {
+            out.sets = sets;
+        } else {
+            assert_eq!(out.sets.len(), sets.len(), "a stable series list");
         }
-        let base = previous;
-        let ts = 1_700_000_000_000 + i64::try_from(i).unwrap_or(0) * 15_000;
-        record::encode_samples(
-            set_offset,
-            ts,
-            base,
-            &mut states,
-            &values,
-            &mut bits,
-            &mut payload,
-        );
-        let before = ring.stats().bytes_appended;
-        let offset = ring.append(TYPE_SAMPLES, &payload).expect("append");
-        if previous.is_some() {
-            steady_bytes += ring.stats().bytes_appended - before;
-            steady_samples += values.len() as u64;
-        }
-        samples += values.len() as u64;
-        ring.sync().expect("sync");
-        expected.push((offset, values));
-        previous = Some(offset);
+        out.values.push(values);
     }
-    let disk_bytes = write_bytes() - disk_before;
-    // Read everything back in order, as a sender does: each samples record decodes with the
-    // states the one before it left, bit for bit.
-    let mut at = ring.tail();
-    let mut decoded: Vec<(u64, Vec<f64>)> = Vec::new();
-    let mut states = Vec::new();
-    while let Found::Record { record: r, .. } = ring.read(at) {
-        if r.kind == TYPE_SAMPLES {
-            let s = record::decode_samples(r.payload, &mut states).expect("decodes");
-            decoded.push((r.offset, s.values));
-        }
-        at = r.next;
-    }
-    let bits = |v: &[(u64, Vec<f64>)]| -> Vec<(u64, Vec<u64>)> {
-        v.iter()
-            .map(|(o, x)| (*o, x.iter().map(|f| f.to_bits()).collect()))
-            .collect()
+    out
+}
+
+/// What appending a workload did.
+struct Appended {
+    samples: u64,
+    samples_bytes: u64,
+    all_bytes: u64,
+    sets_bytes: u64,
+    seconds: f64,
+    written: u64,
+}
+
+/// Appends every scrape round (targets in turn) into a fresh 64 MiB ring in `dir`. With
+/// `sync = Some((interval, every))` time is simulated: round `k` spans `interval` seconds,
+/// the targets spread over it, and the ring syncs at every multiple of `every`.
+fn append(dir: &Path, targets: &[Scrapes], sync: Option<(f64, f64)>) -> (Appended, Ring, Consumer) {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut ring = Ring::open(dir, 64 << 20).expect("ring");
+    let consumer = ring.consumer(0xbe4c).expect("consumer");
+    let mut chains: Vec<Chain> = targets.iter().map(|_| Chain::default()).collect();
+    let mut a = Appended {
+        samples: 0,
+        samples_bytes: 0,
+        all_bytes: 0,
+        sets_bytes: 0,
+        seconds: 0.0,
+        written: 0,
     };
-    assert_eq!(
-        bits(&decoded),
-        bits(&expected),
-        "the ring gives back what was scraped"
-    );
-    Outcome {
-        samples,
-        steady_samples,
-        steady_bytes,
-        all_bytes: ring.stats().bytes_appended,
-        disk_bytes,
+    for (t, (chain, s)) in chains.iter_mut().zip(targets).enumerate() {
+        let before = ring.stats().bytes_appended;
+        ring.append_series_set(
+            chain,
+            t as u64,
+            s.sets
+                .iter()
+                .map(|l| l.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))),
+        )
+        .expect("set");
+        a.sets_bytes += ring.stats().bytes_appended - before;
     }
+    ring.sync().expect("sync");
+    let disk_before = write_bytes();
+    let rounds = targets.iter().map(|s| s.values.len()).min().unwrap_or(0);
+    let mut next_sync = sync.map_or(f64::MAX, |(_, every)| every);
+    let started = Instant::now();
+    for k in 0..rounds {
+        for (t, (chain, s)) in chains.iter_mut().zip(targets).enumerate() {
+            if let Some((interval, every)) = sync {
+                let now = (k as f64 + t as f64 / targets.len() as f64) * interval;
+                while now >= next_sync {
+                    ring.sync().expect("sync");
+                    next_sync += every;
+                }
+            }
+            let ts = 1_700_000_000_000 + i64::try_from(k).unwrap_or(0) * 15_000;
+            let before = ring.stats().bytes_appended;
+            ring.append_samples(chain, ts, &s.values[k])
+                .expect("samples");
+            a.samples_bytes += ring.stats().bytes_appended - before;
+            a.samples += s.values[k].len() as u64;
+        }
+    }
+    a.seconds = started.elapsed().as_secs_f64();
+    if sync.is_some() {
+        ring.sync().expect("sync");
+    }
+    a.written = write_bytes() - disk_before;
+    a.all_bytes = ring.stats().bytes_appended;
+    (a, ring, consumer)
+}
+
+/// Reads everything back through a consumer: checks it, returns samples/s.
+fn decode(mut consumer: Consumer, targets: &[Scrapes]) -> f64 {
+    let mut seen = vec![0usize; targets.len()];
+    let (mut samples, started) = (0u64, Instant::now());
+    while let Some(b) = consumer.next_batch() {
+        let t = usize::try_from(b.target).expect("small");
+        let want = &targets[t].values[seen[t]];
+        assert!(
+            b.values
+                .iter()
+                .zip(want)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+                && b.values.len() == want.len(),
+            "target {t} scrape {} decodes to what was scraped",
+            seen[t]
+        );
+        seen[t] += 1;
+        samples += b.values.len() as u64;
+        let next = b.next;
+        consumer.commit(next);
+    }
+    let rate = samples as f64 / started.elapsed().as_secs_f64();
+    for (t, s) in targets.iter().enumerate() {
+        assert_eq!(
+            seen[t],
+            s.values.len(),
+            "every scrape of target {t} read back"
+        );
+    }
+    rate
 }
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
-    let scrapes = if bench { 12 } else { 3 };
     let root: PathBuf =
         std::env::temp_dir().join(format!("promlet-ring-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&root);
     // The bench exporter lives beside the repository (../shared/bench), so only `--bench` uses
     // it; the checked pass under `cargo test` needs only what ./test.sh installs.
-    let port = free_port();
-    let _synthetic = bench.then(|| {
+    let mut exporters = Vec::new();
+    let mut synthetic = Vec::new();
+    if bench {
         let exporter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/exporter.py");
-        let port = port.to_string();
-        Killed(
-            Command::new("python3")
-                .arg(&exporter)
-                .args(["--kind", "cadvisor", "--series", "2000", "--port", &port])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("python3 runs the bench exporter"),
-        )
-    });
+        for (kind, series, path) in [
+            ("cadvisor", 6000, "/metrics/cadvisor"),
+            ("ksm", 2500, "/metrics"),
+            ("app", 1500, "/metrics"),
+        ] {
+            let port = free_port();
+            exporters.push(Killed(
+                Command::new("python3")
+                    .arg(&exporter)
+                    .args(["--kind", kind, "--series", &series.to_string()])
+                    .args(["--port", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("python3 runs the bench exporter"),
+            ));
+            synthetic.push((port, path));
+        }
+    }
     let node_port = free_port();
     let _node = Killed(
         Command::new("prometheus-node-exporter")
@@ -227,40 +274,81 @@ fn main() {
             .spawn()
             .expect("prometheus-node-exporter runs (./test.sh installs it)"),
     );
-    if bench {
-        wait_up(port, "/metrics");
-    }
     wait_up(node_port, "/metrics");
-    println!("| target | scrapes | samples | ring B/sample, steady | ring B/sample, all records | disk write_bytes/sample |");
-    println!("|---|---|---|---|---|---|");
-    for (name, p, pause) in [
-        (
-            "bench exporter, cadvisor 2000 (all values change)",
-            port,
-            Duration::ZERO,
-        ),
-        (
-            "node_exporter, 1 s apart",
-            node_port,
-            Duration::from_secs(1),
-        ),
-    ] {
-        if p == port && !bench {
-            continue;
-        }
-        let o = run(&root.join("ring"), p, "/metrics", scrapes, pause);
-        println!(
-            "| {name} | {scrapes} | {} | {:.3} | {:.3} | {:.3} |",
-            o.samples,
-            o.steady_bytes as f64 / o.steady_samples as f64,
-            o.all_bytes as f64 / o.samples as f64,
-            o.disk_bytes as f64 / o.samples as f64,
-        );
-    }
-    let _ = std::fs::remove_dir_all(&root);
     if !bench {
+        let node = [scrape(node_port, "/metrics", 3, Duration::from_millis(200))];
+        let (_, ring, consumer) = append(&root.join("ring"), &node, Some((15.0, 10.0)));
+        decode(consumer, &node);
+        drop(ring);
+        let _ = std::fs::remove_dir_all(&root);
         println!(
             "(cargo test: a few scrapes, checked; run `cargo bench --bench ring` for figures)"
         );
+        return;
     }
+    for (port, path) in &synthetic {
+        wait_up(*port, path);
+    }
+    let mut workload: Vec<Scrapes> = synthetic
+        .iter()
+        .map(|(port, path)| scrape(*port, path, 100, Duration::ZERO))
+        .collect();
+    workload.push(scrape(node_port, "/metrics", 100, Duration::ZERO));
+    let node_alone = [scrape(node_port, "/metrics", 30, Duration::from_secs(1))];
+    let series: usize = workload.iter().map(|s| s.sets.len()).sum();
+    println!(
+        "bench workload: {series} series in {} targets, 100 scrapes each",
+        workload.len()
+    );
+    println!();
+    println!("| workload | samples | ring B/sample, samples records | ring B/sample, all records | series-sets, bytes | append Msamples/s | append ring MB/s | decode Msamples/s |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut sets_bytes = 0;
+    let mut per_sample = 0.0;
+    for (name, targets) in [
+        ("bench workload (~10k series)", &workload[..]),
+        ("node_exporter alone, 1 s apart", &node_alone[..]),
+    ] {
+        let (a, _ring, consumer) = append(&root.join("ring"), targets, None);
+        let rate = decode(consumer, targets);
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {} | {:.2} | {:.1} | {:.2} |",
+            a.samples,
+            a.samples_bytes as f64 / a.samples as f64,
+            a.all_bytes as f64 / a.samples as f64,
+            a.sets_bytes,
+            a.samples as f64 / a.seconds / 1e6,
+            a.samples_bytes as f64 / a.seconds / 1e6,
+            rate / 1e6,
+        );
+        if sets_bytes == 0 {
+            sets_bytes = a.sets_bytes;
+            per_sample = a.samples_bytes as f64 / a.samples as f64;
+        }
+    }
+    println!();
+    println!("| workload | scrape interval | sync interval | disk write_bytes/sample |");
+    println!("|---|---|---|---|");
+    for (name, targets, interval) in [
+        ("bench workload", &workload[..], 5.0),
+        ("node_exporter alone", &node_alone[..], 15.0),
+    ] {
+        for every in [1.0, 5.0, 10.0, 30.0] {
+            let (a, _, _) = append(&root.join("ring"), targets, Some((interval, every)));
+            println!(
+                "| {name} | {interval} s | {every} s | {:.3} |",
+                a.written as f64 / a.samples as f64
+            );
+        }
+    }
+    // A 64 MiB ring: an eighth may be unreadable for an endpoint a lap behind (its sets
+    // overwritten), and each target's set is rewritten every eighth of the ring.
+    let capacity = f64::from(64u32 << 20) - 8192.0;
+    let usable = capacity * 7.0 / 8.0 - 8.0 * sets_bytes as f64 * 10_000.0 / series as f64;
+    let hours = usable / (per_sample * 10_000.0 / 15.0) / 3600.0;
+    println!();
+    println!(
+        "a 64 MiB ring holds {hours:.1} h of 10k series at 15 s ({per_sample:.3} B/sample; an eighth kept for sets, set rewrites counted)"
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -39,8 +39,8 @@ pub struct Args {
     #[argh(option, default = "64 << 20", from_str_fn(ring_size))]
     pub storage_agent_size: u64,
 
-    /// longest time appended data may wait for msync, e.g. 30s (default: 30s)
-    #[argh(option, default = "Duration::from_secs(30)", from_str_fn(duration))]
+    /// longest time appended data may wait for msync: what a power cut can lose (default: 10s)
+    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(duration))]
     pub storage_agent_sync_interval: Duration,
 
     /// address of promlet's own HTTP server (default: 0.0.0.0:9099)
@@ -74,6 +74,8 @@ pub struct Args {
 pub enum Command {
     /// `check …`
     Check(Check),
+    /// `wal …`
+    Wal(Wal),
 }
 
 /// check configuration files (like promtool check)
@@ -101,6 +103,34 @@ pub struct CheckConfig {
     /// config files
     #[argh(positional, greedy)]
     pub files: Vec<String>,
+}
+
+/// look into the ring file (the write-ahead log in --storage.agent.path)
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "wal")]
+pub struct Wal {
+    #[argh(subcommand)]
+    /// what to do with the ring
+    pub command: WalCommand,
+}
+
+/// What `wal` does.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand)]
+pub enum WalCommand {
+    /// `wal inspect DIR`
+    Inspect(Inspect),
+}
+
+/// print what the ring in a storage directory holds: header copies, records, samples,
+/// damage. Read-only and without the lock, so it works while promlet runs; exit 1 if there is
+/// no readable ring
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "inspect")]
+pub struct Inspect {
+    /// the ring's directory (a --storage.agent.path)
+    #[argh(positional)]
+    pub dir: String,
 }
 
 fn ring_size(text: &str) -> Result<u64, String> {
@@ -238,7 +268,7 @@ mod tests {
         assert_eq!(a.config_file, None);
         assert_eq!(a.storage_agent_path, "data-agent/");
         assert_eq!(a.storage_agent_size, 64 << 20);
-        assert_eq!(a.storage_agent_sync_interval, Duration::from_secs(30));
+        assert_eq!(a.storage_agent_sync_interval, Duration::from_secs(10));
         assert_eq!(a.web_listen_address, "0.0.0.0:9099");
         assert_eq!(a.log_level, log::LevelFilter::Info);
     }
@@ -299,5 +329,31 @@ mod tests {
                 })
             }))
         );
+    }
+
+    #[test]
+    fn wal_inspect_takes_a_dir() {
+        let a = run(&["wal", "inspect", "data-agent/"]);
+        assert_eq!(
+            a.command,
+            Some(Command::Wal(Wal {
+                command: WalCommand::Inspect(Inspect {
+                    dir: "data-agent/".to_owned()
+                })
+            }))
+        );
+        // Flags before the subcommand still apply; the dir is required, and only one.
+        let a = run(&["--log.level=debug", "wal", "inspect", "d"]);
+        assert_eq!(a.log_level, log::LevelFilter::Debug);
+        for args in [
+            &["wal", "inspect"][..],
+            &["wal", "inspect", "a", "b"],
+            &["wal"],
+        ] {
+            match parse(args.iter().map(|s| (*s).to_owned())) {
+                Parsed::Usage(text) => assert!(!text.is_empty()),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
     }
 }

@@ -1,15 +1,15 @@
 //! The promlet binary: flags, logging, wiring, exit codes. Logic worth a test lives in the
 //! library.
 //!
-//! Exit codes: 0 success; 1 a config was refused (at start or by `check config`); 2 a usage
-//! error (unknown flag, bad flag value).
+//! Exit codes: 0 success; 1 a config was refused (at start or by `check config`), or `wal
+//! inspect` found no readable ring; 2 a usage error (unknown flag, bad flag value).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use log::{error, info, warn};
 use promlet::config::{units::format_duration, Config, ConfigError, DEFAULT_CONFIG};
-use promlet::flags::{self, Args, CheckWhat, Command, Parsed};
+use promlet::flags::{self, Args, CheckWhat, Command, Parsed, WalCommand};
 use promlet::wal::Ring;
 
 fn main() -> ExitCode {
@@ -36,6 +36,9 @@ fn main() -> ExitCode {
     match &args.command {
         Some(Command::Check(check)) => match &check.what {
             CheckWhat::Config(c) => check_config(&c.files),
+        },
+        Some(Command::Wal(wal)) => match &wal.command {
+            WalCommand::Inspect(i) => wal_inspect(Path::new(&i.dir)),
         },
         None => run(&args),
     }
@@ -71,6 +74,21 @@ fn check_config(files: &[String]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `promlet wal inspect DIR`: the report on stdout, or why the ring cannot be read on stderr
+/// and exit 1.
+fn wal_inspect(dir: &Path) -> ExitCode {
+    match promlet::wal::inspect::inspect(dir) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("promlet: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -317,3 +317,114 @@ fn a_second_agent_on_the_same_storage_is_refused_naming_the_first() {
         "{err}"
     );
 }
+
+#[test]
+fn wal_inspect_prints_what_a_ring_holds_and_exit_1_without_one() {
+    use promlet::wal::{Chain, Ring, MIN_SIZE};
+
+    let dir = TempDir::new();
+    let data = dir.0.join("data");
+    {
+        let mut ring = Ring::open(&data, MIN_SIZE).expect("open");
+        let mut chain = Chain::default();
+        let values: [&[u8]; 3] = [b"0", b"1", b"2"];
+        let series: Vec<[(&[u8], &[u8]); 2]> = values
+            .iter()
+            .map(|&v| {
+                [
+                    (b"__name__".as_slice(), b"up".as_slice()),
+                    (b"i".as_slice(), v),
+                ]
+            })
+            .collect();
+        ring.append_series_set(&mut chain, 1, series.iter().map(|s| s.iter().copied()))
+            .expect("set");
+        // 2023-11-14T22:13:20Z, then every 15 s.
+        for k in 0..10 {
+            ring.append_samples(&mut chain, 1_700_000_000_000 + k * 15_000, &[1.0, 0.0, 1.0])
+                .expect("samples");
+        }
+        ring.sync().expect("sync");
+    }
+    let data = data.to_string_lossy().into_owned();
+    let out = promlet(&["wal", "inspect", &data]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for line in [
+        "header A: valid, generation 1, head 0,",
+        "header B: valid, generation 2,",
+        "in use: header B (generation 2)",
+        "records: 11 (series-set 1, samples 10, other 0, malformed 0)",
+        "series: 1 target, 3 series in their newest series-sets",
+        "samples: 30, oldest 2023-11-14T22:13:20.000Z, newest 2023-11-14T22:15:35.000Z",
+        "bytes per sample: ",
+        "damage: 0 damaged skips, 0 bytes lost",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(line)),
+            "{line:?} in:\n{stdout}"
+        );
+    }
+
+    let missing = dir.0.join("missing").to_string_lossy().into_owned();
+    let out = promlet(&["wal", "inspect", &missing]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("promlet: open {missing}/ring: ")) && err.ends_with('\n'),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let out = promlet(&["wal", "inspect"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_ring_of_the_first_format_version_is_refused_by_name_not_overwritten() {
+    // tests/fixtures/wal/v1.ring: a 64 KiB ring written by format version 1 (series-sets not
+    // yet compressed): one series-set and five scrapes, synced.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wal/v1.ring");
+    let old = std::fs::read(fixture).expect("fixture");
+    let dir = TempDir::new();
+    let data = dir.0.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("ring"), &old).expect("copy");
+    let data = data.to_string_lossy().into_owned();
+    // Bounded: were the ring taken, the agent would run until signalled.
+    let mut child = Command::new(PROMLET)
+        .args(["--storage.agent.path", &data, "--storage.agent.size=64KiB"])
+        .arg("--web.listen-address=127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs promlet");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("promlet took the version 1 ring and ran");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is a ring of format version 1, and this promlet reads version 2"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.0.join("data/ring")).expect("ring"),
+        old,
+        "left as it was"
+    );
+    let out = promlet(&["wal", "inspect", &data]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("format version 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}

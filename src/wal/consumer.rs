@@ -161,7 +161,6 @@ impl Consumer {
                         target: self.set_target,
                         timestamp_ms,
                         series: SetView {
-                            payload: payload_of(&self.set_frame),
                             index: &self.set_index,
                         },
                         values: &self.values,
@@ -177,7 +176,6 @@ impl Consumer {
 
     fn set_view(&self) -> SetView<'_> {
         SetView {
-            payload: payload_of(&self.set_frame),
             index: &self.set_index,
         }
     }
@@ -247,5 +245,212 @@ impl Drop for Consumer {
         self.shared.slots[self.slot]
             .claimed
             .store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::super::testkit::{labels, write_set};
+    use super::super::{Chain, Ring, MIN_SIZE};
+    use super::Batch;
+
+    fn empty_ring(size: u64) -> Ring {
+        Ring::from_image(&vec![0u8; usize::try_from(size).expect("fits")]).expect("ring")
+    }
+
+    /// Scrape `k` of series `i`: counters, gauges, and now and then a StaleNaN.
+    fn value(target: u64, k: u64, i: usize) -> f64 {
+        match i % 4 {
+            0 => (k * 15 + target) as f64,
+            1 => (k as f64).sin() * 100.0,
+            2 if k % 7 == 3 => f64::from_bits(0x7ff0_0000_0000_0002),
+            _ => 0.25 * i as f64,
+        }
+    }
+
+    fn values(target: u64, k: u64, n: usize) -> Vec<f64> {
+        (0..n).map(|i| value(target, k, i)).collect()
+    }
+
+    /// (target, timestamp, labels of series 1, value bits) of a batch.
+    fn seen(b: &Batch<'_>) -> (u64, i64, Vec<u8>, Vec<u64>) {
+        let cpu = b
+            .series
+            .labels(1)
+            .nth(1)
+            .map(|l| l.1.to_vec())
+            .unwrap_or_default();
+        (
+            b.target,
+            b.timestamp_ms,
+            cpu,
+            b.values.iter().map(|v| v.to_bits()).collect(),
+        )
+    }
+
+    fn expected(target: u64, k: u64, n: usize) -> (u64, i64, Vec<u8>, Vec<u64>) {
+        (
+            target,
+            i64::try_from(k).expect("small") * 15_000,
+            b"1".to_vec(),
+            values(target, k, n).iter().map(|v| v.to_bits()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_consumer_on_its_own_thread_is_woken_for_every_scrape_in_order() {
+        let mut ring = empty_ring(4 << 20);
+        let mut consumer = ring.consumer(7).expect("consumer");
+        let (targets, scrapes, n) = (3u64, 40u64, 50usize);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while (got.len() as u64) < targets * scrapes && Instant::now() < deadline {
+                while let Some(b) = consumer.next_batch() {
+                    got.push(seen(&b));
+                    let next = b.next;
+                    consumer.commit(next);
+                }
+                consumer.wait(Duration::from_secs(1));
+            }
+            (got, consumer.stats())
+        });
+        let mut chains: Vec<Chain> = (0..targets).map(|_| Chain::default()).collect();
+        for (t, chain) in chains.iter_mut().enumerate() {
+            write_set(&mut ring, chain, t as u64, n);
+        }
+        for k in 0..scrapes {
+            for (t, chain) in chains.iter_mut().enumerate() {
+                let ts = i64::try_from(k).expect("small") * 15_000;
+                ring.append_samples(chain, ts, &values(t as u64, k, n))
+                    .expect("samples");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (got, stats) = reader.join().expect("reader");
+        let want: Vec<_> = (0..scrapes)
+            .flat_map(|k| (0..targets).map(move |t| expected(t, k, n)))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(stats.cursor, ring.head());
+        assert_eq!((stats.overwritten, stats.undecodable), (0, 0));
+    }
+
+    #[test]
+    fn a_reader_that_starts_mid_chain_replays_it_from_the_set() {
+        let mut ring = empty_ring(1 << 20);
+        let mut consumer = ring.consumer(1).expect("consumer");
+        let mut chain = Chain::default();
+        write_set(&mut ring, &mut chain, 9, 20);
+        for k in 0..10u32 {
+            ring.append_samples(&mut chain, i64::from(k) * 15_000, &values(9, k.into(), 20))
+                .expect("samples");
+        }
+        for k in 0..4 {
+            let b = consumer.next_batch().expect("batch");
+            assert_eq!(seen(&b), expected(9, k, 20));
+            let next = b.next;
+            consumer.commit(next);
+        }
+        drop(consumer);
+        // A crash: the image as it is, nothing synced. The cursor stays in memory only, so
+        // the reopened ring starts the endpoint from the last synced cursor: sync first.
+        ring.sync().expect("sync");
+        let mut ring = Ring::from_image(&ring.image()).expect("reopen");
+        let mut consumer = ring.consumer(1).expect("consumer again");
+        for k in 4..10 {
+            let b = consumer.next_batch().expect("batch after restart");
+            assert_eq!(seen(&b), expected(9, k, 20), "scrape {k}");
+        }
+        assert!(consumer.next_batch().is_none());
+        // The producer's chain goes on after the restart with a new set: the old chain is
+        // not in its memory.
+        let mut chain = Chain::default();
+        write_set(&mut ring, &mut chain, 9, 20);
+        ring.append_samples(&mut chain, 10 * 15_000, &values(9, 10, 20))
+            .expect("samples");
+        let b = consumer.next_batch().expect("after the new set");
+        assert_eq!(seen(&b), expected(9, 10, 20));
+    }
+
+    #[test]
+    fn sets_are_copied_forward_and_every_lost_sample_is_counted() {
+        let mut ring = empty_ring(MIN_SIZE);
+        let mut keeping_up = ring.consumer(1).expect("consumer");
+        let lagging = ring.consumer(2).expect("consumer");
+        let (n, scrapes) = (40usize, 2000u64);
+        let mut chains = [Chain::default(), Chain::default()];
+        for (t, chain) in chains.iter_mut().enumerate() {
+            write_set(&mut ring, chain, t as u64, n);
+        }
+        let mut delivered = Vec::new();
+        for k in 0..scrapes {
+            for (t, chain) in chains.iter_mut().enumerate() {
+                let ts = i64::try_from(k).expect("small") * 15_000;
+                ring.append_samples(chain, ts, &values(t as u64, k, n))
+                    .expect("samples");
+            }
+            while let Some(b) = keeping_up.next_batch() {
+                delivered.push(seen(&b));
+                let next = b.next;
+                keeping_up.commit(next);
+            }
+        }
+        let want: Vec<_> = (0..scrapes)
+            .flat_map(|k| (0..2).map(move |t| expected(t, k, n)))
+            .collect();
+        assert_eq!(delivered, want, "a reader that keeps up gets everything");
+        let stats = ring.stats();
+        assert!(stats.series_sets_rewritten > 10, "{stats:?}");
+        assert!(
+            ring.head() > 3 * ring.capacity(),
+            "wrapped: {}",
+            ring.head()
+        );
+        // The lagging endpoint: what the head overwrote was counted for it alone, and what
+        // is left is either delivered or counted as undecodable.
+        assert_eq!(keeping_up.stats().overwritten, 0);
+        let mut lagging = lagging;
+        let mut late = 0;
+        while let Some(b) = lagging.next_batch() {
+            late += b.values.len() as u64;
+            let next = b.next;
+            lagging.commit(next);
+        }
+        let s = lagging.stats();
+        let total = 2 * scrapes * n as u64;
+        assert!(s.overwritten > total / 2, "{s:?}");
+        assert_eq!(s.overwritten + s.undecodable + late, total, "{s:?}");
+        assert!(late > 0);
+        assert_eq!(stats.samples_overwritten, s.overwritten);
+    }
+
+    #[test]
+    fn the_producer_reads_a_targets_previous_labels_back_from_the_ring() {
+        // Staleness (DESIGN.md step 4) needs the labels of series that vanished: they are in
+        // the target's last series-set record, not in RAM.
+        let mut ring = empty_ring(MIN_SIZE);
+        let mut chain = Chain::default();
+        write_set(&mut ring, &mut chain, 5, 30);
+        let at = chain.series_set().expect("written");
+        let (target, set) = ring.series_set(at).expect("readable");
+        assert_eq!(target, 5);
+        assert_eq!(set.len(), 30);
+        let want = labels(5, 30);
+        for (i, l) in want.iter().enumerate() {
+            let got: Vec<(Vec<u8>, Vec<u8>)> = set
+                .labels(i)
+                .map(|(a, b)| (a.to_vec(), b.to_vec()))
+                .collect();
+            assert_eq!(&got, l, "series {i}");
+        }
+        // Not a set, or gone: `None`, not a panic.
+        let samples = ring
+            .append_samples(&mut chain, 0, &values(5, 0, 30))
+            .expect("samples");
+        assert!(ring.series_set(samples).is_none());
+        assert!(ring.series_set(at + 8).is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! The ring file's bytes, as pure functions over slices: CRC32C, the header copies and the
-//! record frame. No I/O here; [`super::Ring`] moves these bytes in and out of the mapping.
+//! record frame. No I/O here; [`super::Ring`], [`super::Consumer`] and [`super::Syncer`] move
+//! these bytes in and out of the mapping.
 //!
 //! # Format
 //! All integers little-endian.
@@ -11,15 +12,16 @@
 //! | `8192..size` | the data region, `capacity = size - 8192` bytes |
 //!
 //! A header copy: magic `PROMLETR` (8), format version u32, cursor count u32, file size u64,
-//! generation u64, head u64, tail u64, then `cursor count` × (key u64, offset u64), then the
-//! CRC32C u32 of everything before it. The valid copy (magic, version, CRC, size all check out)
+//! generation u64, head u64, tail u64, epoch u64, then `cursor count` × (key u64, offset u64),
+//! then the CRC32C u32 of everything before it. The valid copy (magic, version, CRC, size all check out)
 //! with the higher generation wins; a header is written to the copy that does *not* hold the
 //! winner, with generation + 1, so a torn header write always leaves the previous one intact.
 //!
 //! Records live at logical offsets that only grow; a record at logical offset `o` starts at
 //! data byte `o % capacity`. A record is
 //! `[len u32][crc32c u32][logical offset u64][type u8][payload: len - 1 bytes]`, its CRC over the
-//! offset, type and payload, and it occupies `16 + len` bytes rounded up to 8. A record never
+//! offset, type and payload; the offset word's low 48 bits are the logical offset, its top 16
+//! bits the epoch of the process that wrote the record (see I7), and it occupies `16 + len` bytes rounded up to 8. A record never
 //! wraps: when fewer than 24 bytes (the smallest record) are left before the region's end, the
 //! next record starts at the next lap; when 24 or more are left but the record does not fit, a
 //! padding record (type 0) fills them.
@@ -30,11 +32,26 @@
 //!   smaller). [`decode_record`]
 //! - I2: `tail <= head`, `head - tail <= capacity`; every offset in `tail..head` that starts a
 //!   record was written in this lap. [`super::Ring::append`] moves the tail past whole records
-//!   before the head may overwrite them.
-//! - I3: a header is written only after the records it points past were synced
-//!   ([`super::Ring::sync`]), and to the copy that is not the current one.
-//! - I4: opening never panics on any file content: an unreadable header is a clear error or a
-//!   fresh ring (never both copies silently trusted), damaged records are skipped and counted.
+//!   and publishes it (a release fence) before the head may overwrite a byte of them, and
+//!   publishes the new head only after the record's bytes.
+//! - I3: a header is written only after the records it points past were flushed
+//!   ([`super::Syncer::sync`]), and to the copy that is not the current one. Cursors in it are
+//!   clamped to `tail..=head`.
+//! - I4: opening never panics on any file content: a file that is not a ring or of another
+//!   format version is a clear error; a damaged header falls back to the other copy, or to
+//!   the newest record that checks out; damaged records are skipped and counted.
+//! - I5: a reader on another thread never trusts bytes the head overwrote while it copied
+//!   them: it copies the record out of the mapping, then (acquire fence) re-reads the tail;
+//!   if the tail passed the record, the copy is dropped and the read starts again from the
+//!   tail. [`super::Consumer::next_batch`]
+//! - I6: a cursor moves only forward, and only by its own endpoint's commit: a record is
+//!   behind a cursor only once that endpoint sent it (or counted it lost). Samples the head
+//!   overwrites while some cursor is behind them are counted for that endpoint.
+//! - I7: a logical offset may be written by more than one process (a recovery that stopped
+//!   at damage leaves older records past its head), so records past the persisted head are
+//!   recovered only if they carry the header's epoch: each process that opens the ring for
+//!   writing persists a header with a new epoch before its first record, and stamps its
+//!   records with it. Stale records of an earlier process never rejoin the ring.
 
 /// Header copy size and the start of the data region.
 pub const HEADER_SIZE: usize = 4096;
@@ -42,10 +59,13 @@ pub const HEADER_SIZE: usize = 4096;
 pub const DATA_START: u64 = 2 * HEADER_SIZE as u64;
 /// The header magic.
 pub const MAGIC: &[u8; 8] = b"PROMLETR";
-/// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this build writes and reads. 2: series-set payloads are snappy blocks
+/// (version 1, never released, stored them raw; `tests/fixtures/wal/v1.ring` is one).
+pub const VERSION: u32 = 2;
 /// Cursors a header holds at most (one per `remote_write` entry).
 pub const MAX_CURSORS: usize = 64;
+/// Bytes of a header copy before its cursors (and, with them, before its CRC).
+pub const HEADER_FIXED: usize = 56;
 /// Bytes of a record before its type byte.
 pub const RECORD_HEAD: usize = 16;
 /// Record type of padding before the wrap.
@@ -54,22 +74,38 @@ pub const TYPE_PAD: u8 = 0;
 pub const MIN_RECORD: usize = 24;
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as ext4, iSCSI and Prometheus' WAL
-/// use it. Table-driven, one table built at compile time.
+/// use it. Table-driven, eight bytes a step ("slicing-by-8"), tables built at compile time.
 pub fn crc32c(data: &[u8]) -> u32 {
     crc32c_append(0, data)
 }
 
 /// Continues a CRC-32C over more bytes.
 pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    let t = &CRC_TABLES;
     let mut c = !crc;
-    for &b in data {
-        c = CRC_TABLE[usize::from(c.to_le_bytes()[0] ^ b)] ^ (c >> 8);
+    let mut chunks = data.chunks_exact(8);
+    for b in &mut chunks {
+        let lo = c ^ u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let [l0, l1, l2, l3] = lo.to_le_bytes();
+        c = t[7][usize::from(l0)]
+            ^ t[6][usize::from(l1)]
+            ^ t[5][usize::from(l2)]
+            ^ t[4][usize::from(l3)]
+            ^ t[3][usize::from(b[4])]
+            ^ t[2][usize::from(b[5])]
+            ^ t[1][usize::from(b[6])]
+            ^ t[0][usize::from(b[7])];
+    }
+    for &b in chunks.remainder() {
+        c = t[0][usize::from(c.to_le_bytes()[0] ^ b)] ^ (c >> 8);
     }
     !c
 }
 
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
+/// `CRC_TABLES[0]` is the classic byte table; table `k` advances a byte through `k` more
+/// zero bytes.
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut t = [[0u32; 256]; 8];
     let mut i = 0;
     while i < 256 {
         #[allow(clippy::cast_possible_truncation)]
@@ -83,10 +119,20 @@ const CRC_TABLE: [u32; 256] = {
             };
             k += 1;
         }
-        table[i] = c;
+        t[0][i] = c;
         i += 1;
     }
-    table
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    t
 };
 
 /// What a header copy holds.
@@ -100,6 +146,9 @@ pub struct Header {
     pub head: u64,
     /// Logical offset of the oldest record still held.
     pub tail: u64,
+    /// Bumped by every process that opens the ring for writing, and written before its first
+    /// record; its low 16 bits stamp each record that process writes.
+    pub epoch: u64,
     /// Per remote_write endpoint: (key, logical offset up to which it has sent).
     pub cursors: Vec<(u64, u64)>,
 }
@@ -124,7 +173,8 @@ impl Header {
         out[24..32].copy_from_slice(&self.generation.to_le_bytes());
         out[32..40].copy_from_slice(&self.head.to_le_bytes());
         out[40..48].copy_from_slice(&self.tail.to_le_bytes());
-        let mut at = 48;
+        out[48..56].copy_from_slice(&self.epoch.to_le_bytes());
+        let mut at = HEADER_FIXED;
         for &(key, offset) in &self.cursors[..n] {
             out[at..at + 8].copy_from_slice(&key.to_le_bytes());
             out[at + 8..at + 16].copy_from_slice(&offset.to_le_bytes());
@@ -152,18 +202,21 @@ impl Header {
         if n > MAX_CURSORS {
             return None;
         }
-        let end = 48 + 16 * n;
+        // Version 1 had no epoch: its cursors start 8 bytes earlier.
+        let fixed = if version == 1 { 48 } else { HEADER_FIXED };
+        let end = fixed + 16 * n;
         if u32_at(b, end)? != crc32c(b.get(..end)?) {
             return None;
         }
         let cursors = (0..n)
-            .map(|i| Some((u64_at(b, 48 + 16 * i)?, u64_at(b, 56 + 16 * i)?)))
+            .map(|i| Some((u64_at(b, fixed + 16 * i)?, u64_at(b, fixed + 8 + 16 * i)?)))
             .collect::<Option<Vec<_>>>()?;
         let header = Header {
             file_size: u64_at(b, 16)?,
             generation: u64_at(b, 24)?,
             head: u64_at(b, 32)?,
             tail: u64_at(b, 40)?,
+            epoch: if version == 1 { 0 } else { u64_at(b, 48)? },
             cursors,
         };
         Some((version, header))
@@ -175,10 +228,19 @@ pub fn record_size(payload_len: usize) -> usize {
     (RECORD_HEAD + 1 + payload_len).next_multiple_of(8)
 }
 
+/// Logical offsets fit 48 bits (256 TiB appended: 89 years at 100 KB/s); the stored word's top
+/// 16 bits are the writer's epoch.
+pub const MAX_OFFSET: u64 = (1 << 48) - 1;
+
+/// The stored offset word of a record at `offset` written in `epoch`.
+pub fn stamp(offset: u64, epoch: u64) -> u64 {
+    (offset & MAX_OFFSET) | ((epoch & 0xffff) << 48)
+}
+
 /// Writes a record frame into `out` (at least `record_size(payload.len())` bytes).
-pub fn encode_record(out: &mut [u8], offset: u64, kind: u8, payload: &[u8]) {
+pub fn encode_record(out: &mut [u8], offset: u64, epoch: u64, kind: u8, payload: &[u8]) {
     let len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
-    out[8..16].copy_from_slice(&offset.to_le_bytes());
+    out[8..16].copy_from_slice(&stamp(offset, epoch).to_le_bytes());
     out[16] = kind;
     out[17..17 + payload.len()].copy_from_slice(payload);
     let crc = crc32c(&out[8..17 + payload.len()]);
@@ -189,10 +251,10 @@ pub fn encode_record(out: &mut [u8], offset: u64, kind: u8, payload: &[u8]) {
 }
 
 /// Writes a padding record filling all of `out` (at least [`MIN_RECORD`] bytes, 8-aligned).
-pub fn encode_pad(out: &mut [u8], offset: u64) {
+pub fn encode_pad(out: &mut [u8], offset: u64, epoch: u64) {
     let len = out.len() - RECORD_HEAD;
     out[RECORD_HEAD..].fill(0);
-    out[8..16].copy_from_slice(&offset.to_le_bytes());
+    out[8..16].copy_from_slice(&stamp(offset, epoch).to_le_bytes());
     out[RECORD_HEAD] = TYPE_PAD;
     let crc = crc32c(&out[8..]);
     out[..4].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
@@ -208,6 +270,8 @@ pub struct RecordRef<'a> {
     pub payload: &'a [u8],
     /// Bytes from this record's start to the next one's.
     pub size: usize,
+    /// The low 16 bits of the epoch of the process that wrote it.
+    pub epoch: u16,
 }
 
 /// The payload of a frame [`decode_record`] has accepted (no second CRC pass).
@@ -232,7 +296,7 @@ pub enum Bad {
 /// logical `offset` (invariant I1).
 pub fn decode_record(b: &[u8], offset: u64) -> Result<RecordRef<'_>, Bad> {
     let stored = u64_at(b, 8).ok_or(Bad::Damaged)?;
-    if stored != offset {
+    if stored & MAX_OFFSET != offset {
         return Err(Bad::Offset);
     }
     let len = usize::try_from(u32_at(b, 0).ok_or(Bad::Damaged)?).map_err(|_| Bad::Damaged)?;
@@ -247,6 +311,7 @@ pub fn decode_record(b: &[u8], offset: u64) -> Result<RecordRef<'_>, Bad> {
         kind: b[RECORD_HEAD],
         payload: &b[RECORD_HEAD + 1..RECORD_HEAD + len],
         size: record_size(len - 1),
+        epoch: u16::try_from(stored >> 48).unwrap_or(0),
     })
 }
 
@@ -272,12 +337,13 @@ mod tests {
             generation: 7,
             head: 123_456,
             tail: 1000,
+            epoch: 0x1_0003,
             cursors: vec![(0xabc, 2000), (0xdef, 123_000)],
         };
         let mut slot = vec![0u8; HEADER_SIZE];
         h.encode(&mut slot);
         assert_eq!(Header::decode(&slot), Some(h.clone()));
-        for at in [0, 9, 20, 33, 50, 70, 80] {
+        for at in [0, 9, 20, 33, 50, 60, 70, 80, 90] {
             let mut bad = slot.clone();
             bad[at] ^= 1;
             assert_eq!(Header::decode(&bad), None, "flip at {at}");
@@ -289,9 +355,17 @@ mod tests {
     #[test]
     fn records_round_trip_and_refuse_stale_or_damaged_bytes() {
         let mut buf = vec![0u8; 64];
-        encode_record(&mut buf, 4096, 3, b"hello");
+        encode_record(&mut buf, 4096, 7, 3, b"hello");
         let r = decode_record(&buf, 4096).expect("valid");
-        assert_eq!((r.kind, r.payload, r.size), (3, &b"hello"[..], 24));
+        assert_eq!(
+            (r.kind, r.payload, r.size, r.epoch),
+            (3, &b"hello"[..], 24, 7)
+        );
+        // The epoch rides in the offset word's top 16 bits; the offset is compared without it.
+        assert_eq!(
+            u64::from_le_bytes(buf[8..16].try_into().expect("8")),
+            (7 << 48) | 4096
+        );
         assert_eq!(decode_record(&buf, 4096 + 64), Err(Bad::Offset));
         for at in [0, 4, 16, 18, 21] {
             let mut bad = buf.clone();

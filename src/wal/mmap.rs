@@ -69,6 +69,11 @@ impl Region {
         region
     }
 
+    /// Whether writes reach it (a read-only mapping ignores them).
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
     /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.len

@@ -1,14 +1,15 @@
 //! The ring: one fixed-size, memory-mapped file in `--storage.agent.path` that holds what was
 //! scraped until every `remote_write` endpoint has sent it (DESIGN.md, steps 5–6).
 //!
-//! The byte layout and the invariants are in [`format`]; the record payloads in [`record`].
+//! The byte layout and the invariants are in [`format`](mod@format); the record payloads in [`record`].
 //! Three handles share the mapping:
 //! - [`Ring`], the single producer on the loop thread. [`Ring::open`] takes an exclusive lock
 //!   on the directory (a second promlet refuses to start and names the holder's pid), creates
 //!   the file at exactly the configured size, fully allocated (a full disk is an error at
 //!   start, never a SIGBUS later), maps it, picks the newer valid header copy and scans
-//!   forward from its head for records appended after it (a crash between appends and the
-//!   next header write loses nothing the mapping held). [`Ring::append`] writes a record at
+//!   forward from its head for records appended after it with its epoch (a crash between
+//!   appends and the next header write loses nothing the mapping held), then writes a header
+//!   with a new epoch before the first record (invariant I7). [`Ring::append`] writes a record at
 //!   the head, first moving the tail past the oldest records when the ring is full; it never
 //!   blocks and, once its buffers are warm, never allocates. [`Ring::append_series_set`] and
 //!   [`Ring::append_samples`] write a target's records through its [`Chain`].
@@ -43,6 +44,7 @@
 pub mod codec;
 mod consumer;
 pub mod format;
+pub mod inspect;
 mod mmap;
 pub mod record;
 
@@ -240,6 +242,8 @@ struct Shared {
     tail: AtomicU64,
     slots: Vec<Slot>,
     slots_used: AtomicUsize,
+    /// The epoch this process stamps its records with (invariant I7).
+    epoch: u64,
     counters: Counters,
     sync: Mutex<SyncState>,
     /// The logical offset of the last damage logged (each is logged once).
@@ -272,11 +276,17 @@ impl Shared {
     /// Copies the record at `offset` into `buf` and checks it (invariant I1): its type and the
     /// bytes it occupies.
     fn frame(&self, offset: u64, buf: &mut Vec<u8>) -> Result<(u8, u64), Bad> {
+        self.stamped_frame(offset, buf)
+            .map(|(kind, size, _)| (kind, size))
+    }
+
+    /// [`Shared::frame`], with the record's epoch.
+    fn stamped_frame(&self, offset: u64, buf: &mut Vec<u8>) -> Result<(u8, u64, u16), Bad> {
         let room = self.capacity - offset % self.capacity;
         let mut head = [0u8; format::RECORD_HEAD];
         self.region.read(self.pos(offset), &mut head);
         let stored = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-        if stored != offset {
+        if stored & format::MAX_OFFSET != offset {
             return Err(Bad::Offset);
         }
         let len = u64::from(u32::from_le_bytes(head[..4].try_into().unwrap_or_default()));
@@ -286,7 +296,7 @@ impl Shared {
         let n = usize::try_from(len).map_err(|_| Bad::Damaged)? + format::RECORD_HEAD;
         buf.resize(n, 0);
         self.region.read(self.pos(offset), &mut buf[..n]);
-        format::decode_record(&buf[..n], offset).map(|r| (r.kind, r.size as u64))
+        format::decode_record(&buf[..n], offset).map(|r| (r.kind, r.size as u64, r.epoch))
     }
 
     /// The first offset in `from..until` (8-aligned) holding a valid record, or `until`.
@@ -457,8 +467,8 @@ pub struct Record<'a> {
 /// What [`Ring::read`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found<'a> {
-    /// A record at or after the offset asked for. `lost` counts bytes skipped before it because
-    /// the head had overwritten them or they were damaged.
+    /// A record at or after the offset asked for. `lost` counts the logical bytes skipped
+    /// before it: overwritten by the head, damaged, or padding and the gap at the wrap.
     Record {
         /// The record.
         record: Record<'a>,
@@ -503,6 +513,11 @@ impl Writer {
         if size > cap / 2 || kind == TYPE_PAD {
             return Err(WalError::TooLarge(payload.len()));
         }
+        if self.head + cap > format::MAX_OFFSET {
+            return Err(WalError::Size(
+                "the ring's 48-bit logical offsets are used up: move the ring file away".into(),
+            ));
+        }
         let start = self.head;
         let left = cap - start % cap;
         let pad = if left < size { left } else { 0 };
@@ -520,13 +535,19 @@ impl Writer {
         if pad >= MIN_RECORD as u64 {
             let n = usize::try_from(pad).unwrap_or(0);
             self.frame.resize(n, 0);
-            format::encode_pad(&mut self.frame[..n], start);
+            format::encode_pad(&mut self.frame[..n], start, self.shared.epoch);
             region.write(self.shared.pos(start), &self.frame[..n]);
         }
         let offset = start + pad;
         let n = usize::try_from(size).unwrap_or(0);
         self.frame.resize(n, 0);
-        format::encode_record(&mut self.frame[..n], offset, kind, payload);
+        format::encode_record(
+            &mut self.frame[..n],
+            offset,
+            self.shared.epoch,
+            kind,
+            payload,
+        );
         region.write(self.shared.pos(offset), &self.frame[..n]);
         self.head = offset + size;
         self.shared.head.store(self.head, Ordering::SeqCst);
@@ -538,44 +559,55 @@ impl Writer {
     }
 
     /// Moves the tail past the oldest record (or past damage, to the next valid one), counting
-    /// the samples of each endpoint that had not sent them.
+    /// the samples of each endpoint that had not sent them. Reads only the record's head and
+    /// the samples count, into a fixed buffer: no allocation, no second CRC pass (readers
+    /// check CRCs).
     fn evict_oldest(&mut self) {
         let shared = &*self.shared;
         let t = shared.skip_wrap(self.tail);
+        if t != self.tail {
+            // The gap before the wrap: passing it may already make the room asked for.
+            self.tail = t.min(self.head);
+            return;
+        }
         if t >= self.head {
             self.tail = self.head;
             return;
         }
-        match shared.frame(t, &mut self.scratch) {
-            Ok((kind, size)) => {
-                if kind != TYPE_PAD {
-                    bump(&shared.counters.records_overwritten, 1);
+        let mut head = [0u8; format::RECORD_HEAD + 1 + 34];
+        shared.region.read(shared.pos(t), &mut head);
+        let stored = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        let len = u64::from(u32::from_le_bytes(head[..4].try_into().unwrap_or_default()));
+        let room = shared.capacity - t % shared.capacity;
+        if stored & format::MAX_OFFSET != t || len == 0 || format::RECORD_HEAD as u64 + len > room {
+            self.tail = shared.resync(t + 8, self.head, &mut self.scratch);
+            shared.damaged(t, self.tail);
+            return;
+        }
+        let kind = head[format::RECORD_HEAD];
+        if kind != TYPE_PAD {
+            bump(&shared.counters.records_overwritten, 1);
+        }
+        if kind == TYPE_SAMPLES {
+            let end = (format::RECORD_HEAD as u64 + len).min(head.len() as u64);
+            let payload = &head[format::RECORD_HEAD + 1..usize::try_from(end).unwrap_or(0)];
+            let n = record::samples_head(payload).map_or(0, |h| h.2) as u64;
+            let mut unsent = shared
+                .slots()
+                .iter()
+                .all(|s| !s.used.load(Ordering::Acquire));
+            for slot in shared.slots() {
+                if slot.used.load(Ordering::Acquire) && slot.committed.load(Ordering::Acquire) <= t
+                {
+                    bump(&slot.overwritten, n);
+                    unsent = true;
                 }
-                if kind == TYPE_SAMPLES {
-                    let n = record::samples_head(payload_of(&self.scratch)).map_or(0, |h| h.2);
-                    let mut unsent = shared
-                        .slots()
-                        .iter()
-                        .all(|s| !s.used.load(Ordering::Acquire));
-                    for slot in shared.slots() {
-                        if slot.used.load(Ordering::Acquire)
-                            && slot.committed.load(Ordering::Acquire) <= t
-                        {
-                            bump(&slot.overwritten, n as u64);
-                            unsent = true;
-                        }
-                    }
-                    if unsent {
-                        bump(&shared.counters.samples_overwritten, n as u64);
-                    }
-                }
-                self.tail = t + size;
             }
-            Err(_) => {
-                self.tail = shared.resync(t + 8, self.head, &mut self.scratch);
-                shared.damaged(t, self.tail);
+            if unsent {
+                bump(&shared.counters.samples_overwritten, n);
             }
         }
+        self.tail = t + format::record_size(usize::try_from(len - 1).unwrap_or(0)) as u64;
     }
 }
 
@@ -646,8 +678,8 @@ fn recover(shared: &Shared, path: &Path) -> Result<(Header, usize), WalError> {
             if !blank {
                 // Both copies damaged: find the newest record that checks out and go on from
                 // it. Cursors are lost; endpoints start again at the head.
-                header.head = newest(shared, &mut buf).unwrap_or(0);
-                header.tail = header.head;
+                let (head, epoch) = newest(shared, &mut buf).unwrap_or((0, 0));
+                (header.head, header.tail, header.epoch) = (head, head, epoch.into());
                 log::error!(
                     "ring: both header copies of {} are damaged; recovered from the records (newest at offset {}), cursors lost",
                     path.display(),
@@ -658,49 +690,53 @@ fn recover(shared: &Shared, path: &Path) -> Result<(Header, usize), WalError> {
             (header, 1)
         }
     };
-    // Records appended after the last header write: follow them while they check out, for at
-    // most one lap (a lap appended between two syncs would have overwritten its own start,
-    // which then reads as the end).
-    let mut head = header.head;
-    while head - header.head < shared.capacity {
-        head = shared.skip_wrap(head);
-        match shared.frame(head, &mut buf) {
-            Ok((kind, size)) => {
+    // Records appended after the last header write: follow them while they check out and
+    // carry the header's epoch (invariant I7), for at most one lap (a lap appended between two
+    // syncs would have overwritten its own start, which then reads as the end). The head is
+    // the end of the last one found.
+    let epoch = u16::try_from(header.epoch & 0xffff).unwrap_or(0);
+    let (mut at, mut end) = (header.head, header.head);
+    while at - header.head < shared.capacity {
+        at = shared.skip_wrap(at);
+        match shared.stamped_frame(at, &mut buf) {
+            Ok((kind, size, e)) if e == epoch => {
                 if kind != TYPE_PAD {
                     bump(&shared.counters.recovered_records, 1);
                 }
-                head += size;
+                at += size;
+                end = at;
             }
-            Err(_) => break,
+            _ => break,
         }
     }
-    // Skipping to the next lap without a record after it does not move the head.
-    if head != header.head {
-        header.head = head.max(header.head);
-    }
-    // The head may have overwritten the persisted tail: find the first whole record a
-    // capacity behind it.
+    header.head = end;
+    // The head may have overwritten the persisted tail (records appended after the last sync
+    // moved it on, and a record being written when the process died may have overwritten the
+    // oldest one): the tail is the first record that checks out, at most a capacity behind
+    // the head.
     let floor = header.head.saturating_sub(shared.capacity);
-    if header.tail < floor {
-        header.tail = shared.resync(floor, header.head, &mut buf);
+    let persisted = header.tail >= floor;
+    let from = shared.skip_wrap(header.tail.max(floor)).min(header.head);
+    header.tail = shared.resync(from, header.head, &mut buf);
+    if persisted && header.tail != from {
+        shared.damaged(from, header.tail);
     }
     Ok((header, slot))
 }
 
-/// The logical offset of the newest valid record anywhere in the data region.
-fn newest(shared: &Shared, buf: &mut Vec<u8>) -> Option<u64> {
-    let mut best = None;
+/// The logical offset and epoch of the newest valid record anywhere in the data region.
+fn newest(shared: &Shared, buf: &mut Vec<u8>) -> Option<(u64, u16)> {
+    let mut best: Option<(u64, u16)> = None;
     let mut head = [0u8; format::RECORD_HEAD];
     for p in (0..shared.capacity).step_by(8) {
         shared
             .region
             .read(usize::try_from(DATA_START + p).ok()?, &mut head);
-        let stored = u64::from_le_bytes(head[8..16].try_into().ok()?);
-        if stored % shared.capacity == p
-            && best.is_none_or(|b| stored > b)
-            && shared.frame(stored, buf).is_ok()
-        {
-            best = Some(stored);
+        let stored = u64::from_le_bytes(head[8..16].try_into().ok()?) & format::MAX_OFFSET;
+        if stored % shared.capacity == p && best.is_none_or(|b| stored > b.0) {
+            if let Ok((_, _, epoch)) = shared.stamped_frame(stored, buf) {
+                best = Some((stored, epoch));
+            }
         }
     }
     best
@@ -781,6 +817,7 @@ impl Ring {
             tail: AtomicU64::new(0),
             slots: (0..MAX_CURSORS).map(|_| Slot::default()).collect(),
             slots_used: AtomicUsize::new(0),
+            epoch: 0,
             counters: Counters::default(),
             sync: Mutex::new(SyncState::default()),
             logged_damage: AtomicU64::new(0),
@@ -796,6 +833,7 @@ impl Ring {
         .map_or(0, |h| h.head.min(header.head));
         shared.head = AtomicU64::new(header.head);
         shared.tail = AtomicU64::new(header.tail);
+        shared.epoch = header.epoch + 1;
         for (s, &(key, at)) in shared.slots.iter().zip(&header.cursors) {
             s.key.store(key, Ordering::Relaxed);
             s.committed
@@ -810,7 +848,8 @@ impl Ring {
             last: None,
             buf: vec![0u8; HEADER_SIZE],
         });
-        Ok(Ring {
+        let writable = shared.region.writable();
+        let mut ring = Ring {
             w: Writer {
                 shared: Arc::new(shared),
                 head: header.head,
@@ -823,7 +862,12 @@ impl Ring {
             read_buf: Vec::new(),
             set_index: SetIndex::default(),
             rewrite_after: capacity / 8,
-        })
+        };
+        if writable {
+            // The new epoch is on disk before any record stamped with it (invariant I7).
+            ring.sync()?;
+        }
+        Ok(ring)
     }
 
     /// Usable data bytes.
@@ -926,7 +970,6 @@ impl Ring {
         Some((
             target,
             SetView {
-                payload,
                 index: &self.set_index,
             },
         ))
@@ -1070,6 +1113,7 @@ impl Syncer {
             generation: 0,
             head,
             tail,
+            epoch: shared.epoch,
             cursors,
         };
         st.synced_head = head;
@@ -1117,5 +1161,7 @@ impl Syncer {
     }
 }
 
+#[cfg(test)]
+mod testkit;
 #[cfg(test)]
 mod tests;

@@ -20,8 +20,6 @@
 //! It prints the hours a 64 MiB ring holds for 10k series at 15 s. Under `cargo test` (no
 //! `--bench`) it makes three scrapes of node_exporter: checked, not measured.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,19 +32,10 @@ use promlet::parse::{Entry, Format, Parser, Step};
 use promlet::wal::{Chain, Consumer, Ring};
 use support::{free_port, Killed};
 
-/// GET `path` from 127.0.0.1:`port` (HTTP/1.0); the body, or `None` if nothing answers.
+/// GET `path` from 127.0.0.1:`port` as text 0.0.4; the body, or `None` if nothing answers.
 fn get(port: u16, path: &str) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/plain;version=0.0.4\r\n\r\n"
-    )
-    .ok()?;
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).ok()?;
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n")?;
-    Some(all[split + 4..].to_vec())
+    let head = format!("GET {path} HTTP/1.0\r\nAccept: text/plain;version=0.0.4");
+    support::http(port, &head, b"").map(|(_, body)| body)
 }
 
 fn wait_up(port: u16, path: &str) {

@@ -33,5 +33,6 @@ pub mod labels;
 pub mod limits;
 pub mod parse;
 pub mod relabel;
+pub mod send;
 pub mod targets;
 pub mod wal;

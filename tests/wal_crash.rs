@@ -18,8 +18,7 @@ use promlet::wal::{format, Found, Ring};
 
 #[path = "../src/wal/tests/damage.rs"]
 mod damage;
-// The process guard; `free_port` is for the tests with peers.
-#[allow(dead_code)]
+// The process guard.
 mod support;
 
 use damage::{Class, Layout};

@@ -241,7 +241,7 @@ impl<'a> SetView<'a> {
     }
 
     /// The labels of series `i` (none past the end), as (name, value).
-    pub fn labels(&self, i: usize) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    pub fn labels(&self, i: usize) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + 'a {
         self.index.labels_in(&self.index.raw, i)
     }
 }
@@ -252,7 +252,7 @@ impl SetIndex {
         &self,
         payload: &'p [u8],
         i: usize,
-    ) -> impl Iterator<Item = (&'p [u8], &'p [u8])> + use<'p, '_> {
+    ) -> impl Iterator<Item = (&'p [u8], &'p [u8])> + Clone + use<'p, '_> {
         let s = &self.series;
         let at = |j: usize| s.get(j).and_then(|&v| usize::try_from(v).ok()).unwrap_or(0);
         let range = at(i)..at(i + 1).max(at(i));

@@ -1,0 +1,287 @@
+//! The remote-write encoding against a real receiver: scrapes written to the ring, read back
+//! by a consumer, encoded as `prometheus.WriteRequest` + snappy by `promlet::send::encode`,
+//! and POSTed to Debian's Prometheus 2.42 (`--web.enable-remote-write-receiver`) on
+//! 127.0.0.1. Its query API must then give back every sample with the series' labels plus
+//! the external label (a series' own `cluster` label winning), and a StaleNaN must end the
+//! series as Prometheus' own staleness does. The same for Debian's VictoriaMetrics.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use promlet::send::encode::{WriteRequest, HEADERS};
+use promlet::wal::{Chain, Ring, MIN_SIZE};
+use support::{free_port, http, Killed};
+
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// Series `i`'s labels, sorted by name; series 2 has its own `cluster`.
+fn labels(i: usize) -> Vec<(&'static str, String)> {
+    let mut l = vec![("__name__", "promlet_rw_test".to_owned())];
+    if i == 2 {
+        l.push(("cluster", "mine".to_owned()));
+    }
+    l.push(("i", i.to_string()));
+    l.push(("job", "rw".to_owned()));
+    l
+}
+
+/// A unique temporary directory, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn query(port: u16, q: &str, at_s: i64) -> String {
+    let q: String = q
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let (status, body) = http(
+        port,
+        &format!("GET /api/v1/query?query={q}&time={at_s} HTTP/1.0"),
+        b"",
+    )
+    .expect("the query API answers");
+    let body = String::from_utf8(body).expect("utf-8");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// A receiver we started: its port and what it takes to be queried.
+struct Receiver {
+    port: u16,
+    write_path: &'static str,
+    /// Whether a raw range query shows a StaleNaN as a `NaN` point (VictoriaMetrics 1.79)
+    /// rather than leaving it out (Prometheus).
+    shows_stale_nan: bool,
+    _process: Killed,
+}
+
+fn start_prometheus(dir: &std::path::Path) -> Receiver {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, "global: {}\n").expect("config");
+    let port = free_port();
+    let process = Killed(
+        Command::new("prometheus")
+            .arg("--web.enable-remote-write-receiver")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("prometheus not runnable ({e}): ./test.sh installs Debian's prometheus; this test never skips")),
+    );
+    wait_ready(port, "/-/ready");
+    Receiver {
+        port,
+        write_path: "/api/v1/write",
+        shows_stale_nan: false,
+        _process: process,
+    }
+}
+
+fn start_victoria_metrics(dir: &std::path::Path) -> Receiver {
+    let port = free_port();
+    let process = Killed(
+        Command::new("victoria-metrics")
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+            .arg("-search.latencyOffset=0s")
+            .arg("-loggerLevel=ERROR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("victoria-metrics not runnable ({e}): ./test.sh installs Debian's victoria-metrics; this test never skips")),
+    );
+    wait_ready(port, "/health");
+    Receiver {
+        port,
+        write_path: "/api/v1/write",
+        shows_stale_nan: true,
+        _process: process,
+    }
+}
+
+fn wait_ready(port: u16, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(port, &format!("GET {path} HTTP/1.0"), b"").map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the receiver on {port} did not get ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn now_s() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs(),
+    )
+    .expect("fits")
+}
+
+/// Scrape `k`'s value of series `i`; series 2 goes stale at the last scrape.
+fn value(i: usize, k: usize) -> f64 {
+    if i == 2 && k == 4 {
+        f64::from_bits(STALE_NAN)
+    } else {
+        (i * 10 + k) as f64 + 0.5
+    }
+}
+
+/// Five scrapes of three series, 15 s apart from `first_s`, written to a ring in `dir`, read
+/// back by a consumer and sent, one request per scrape, as a sender would.
+fn send_scrapes(dir: &std::path::Path, first_s: i64, to: &Receiver) {
+    let mut ring = Ring::open(&dir.join("ring"), MIN_SIZE).expect("ring");
+    let mut consumer = ring.consumer(1).expect("consumer");
+    let mut chain = Chain::default();
+    let sets: Vec<Vec<(&str, String)>> = (0..3).map(labels).collect();
+    ring.append_series_set(
+        &mut chain,
+        7,
+        sets.iter()
+            .map(|l| l.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()))),
+    )
+    .expect("set");
+    for k in 0..5 {
+        let values: Vec<f64> = (0..3).map(|i| value(i, k)).collect();
+        let ts = (first_s + 15 * i64::try_from(k).expect("small")) * 1000;
+        ring.append_samples(&mut chain, ts, &values)
+            .expect("samples");
+    }
+    let external = vec![(b"cluster".to_vec(), b"edge-1".to_vec())];
+    let mut request = WriteRequest::default();
+    let mut sent = 0;
+    while let Some(batch) = consumer.next_batch() {
+        request.clear();
+        for (i, &v) in batch.values.iter().enumerate() {
+            request.push(
+                batch.series.labels(i),
+                &external,
+                &[(batch.timestamp_ms, v)],
+            );
+        }
+        let headers: String = HEADERS
+            .iter()
+            .map(|(k, v)| format!("\r\n{k}: {v}"))
+            .collect();
+        let head = format!(
+            "POST {} HTTP/1.0{headers}\r\nUser-Agent: promlet-test",
+            to.write_path
+        );
+        let (status, body) = http(to.port, &head, request.body()).expect("the receiver answers");
+        assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));
+        let next = batch.next;
+        consumer.commit(next);
+        sent += 1;
+    }
+    assert_eq!(sent, 5);
+}
+
+/// One series of a query result: its labels sorted, then its points, as text.
+fn series_of(json: &str) -> Vec<String> {
+    json.split("{\"metric\":{")
+        .skip(1)
+        .map(|part| {
+            let (labels, rest) = part.split_once('}').unwrap_or((part, ""));
+            let mut labels: Vec<&str> = labels.split(',').collect();
+            labels.sort_unstable();
+            let points = rest
+                .split_once("[[")
+                .and_then(|(_, p)| p.split_once("]]"))
+                .map_or("", |(p, _)| p);
+            format!("{} => {points}", labels.join(","))
+        })
+        .collect()
+}
+
+/// What a range query over all of it must give, series by series (sorted).
+fn expected_series(first_s: i64, shows_stale_nan: bool) -> Vec<String> {
+    let mut want: Vec<String> = (0..3)
+        .map(|i| {
+            let cluster = if i == 2 { "mine" } else { "edge-1" };
+            let points: Vec<String> = (0..5)
+                .filter(|&k| shows_stale_nan || !(i == 2 && k == 4))
+                .map(|k| {
+                    let v = value(i, k);
+                    let v = if v.is_nan() {
+                        "NaN".to_owned()
+                    } else {
+                        v.to_string()
+                    };
+                    format!("{},\"{v}\"", first_s + 15 * k as i64)
+                })
+                .collect();
+            let mut labels = [
+                "\"__name__\":\"promlet_rw_test\"".to_owned(),
+                format!("\"cluster\":\"{cluster}\""),
+                format!("\"i\":\"{i}\""),
+                "\"job\":\"rw\"".to_owned(),
+            ];
+            labels.sort_unstable();
+            format!("{} => {}", labels.join(","), points.join("],["))
+        })
+        .collect();
+    want.sort_unstable();
+    want
+}
+
+/// Sends, then polls the range query (for at most 30 s: a receiver may make new data
+/// searchable a little later) until every series is there; then checks the stale marker.
+fn check_receiver(dir: &TempDir, to: &Receiver) {
+    let now = now_s();
+    let first_s = now - 60 - 4 * 15;
+    send_scrapes(&dir.0, first_s, to);
+    let want = expected_series(first_s, to.shows_stale_nan);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (got, json) = loop {
+        let json = query(to.port, "promlet_rw_test[10m]", now);
+        let mut got = series_of(&json);
+        got.sort_unstable();
+        if got == want || Instant::now() > deadline {
+            break (got, json);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(got, want, "{json}");
+    if !to.shows_stale_nan {
+        // At the last scrape, series 2 is stale: an instant query no longer finds it.
+        let last = query(to.port, "promlet_rw_test", first_s + 60);
+        assert_eq!(series_of(&last).len(), 2, "{last}");
+        assert!(!last.contains("\"i\":\"2\""), "{last}");
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("promlet-rw-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    TempDir(dir)
+}
+
+#[test]
+fn a_real_prometheus_receives_what_the_ring_held() {
+    let dir = temp_dir("prometheus");
+    let receiver = start_prometheus(&dir.0);
+    check_receiver(&dir, &receiver);
+}
+
+#[test]
+fn victoria_metrics_receives_what_the_ring_held() {
+    let dir = temp_dir("victoria");
+    let receiver = start_victoria_metrics(&dir.0);
+    check_receiver(&dir, &receiver);
+}

@@ -1,3 +1,5 @@
+//! The remote-write request of a 10k-series scrape, once warm, allocates nothing either.
+//!
 //! After one warm-up scrape, parsing a 10k-series cadvisor-shaped body again, in the text format
 //! and in OpenMetrics (format picked from the Content-Type) — with, per series,
 //! its label set built, the target's labels merged (exported_ renames included), metric
@@ -313,4 +315,43 @@ fn ring_appends_allocate_nothing_from_the_first_drop() {
         stats.series_sets_rewritten >= 3 && stats.records_overwritten > 0
     });
     assert_eq!(during, 0, "20 scrapes allocated {during} times");
+}
+
+/// A sender's request for one 10k-series scrape, encoded and compressed again once the
+/// buffers are warm, allocates nothing.
+#[test]
+fn a_warm_write_request_allocates_nothing() {
+    use promlet::send::encode::WriteRequest;
+
+    let names: Vec<Vec<(Vec<u8>, Vec<u8>)>> = (0..10_000)
+        .map(|i| {
+            vec![
+                (
+                    b"__name__".to_vec(),
+                    b"container_cpu_usage_seconds_total".to_vec(),
+                ),
+                (b"container".to_vec(), format!("app-{}", i / 8).into_bytes()),
+                (b"cpu".to_vec(), format!("cpu{}", i % 8).into_bytes()),
+            ]
+        })
+        .collect();
+    let external = vec![(b"cluster".to_vec(), b"edge-1".to_vec())];
+    let mut request = WriteRequest::default();
+    let mut send = |k: u32| {
+        request.clear();
+        for (i, l) in names.iter().enumerate() {
+            let v = f64::from(k) * 15.0 + i as f64;
+            let labels = l.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
+            request.push(labels, &external, &[(1_700_000_000_000 + i64::from(k), v)]);
+        }
+        request.body().len()
+    };
+    assert!(send(0) > 0);
+    let before = allocations();
+    let bytes = send(1);
+    assert_eq!(
+        allocations() - before,
+        0,
+        "encoding {bytes} bytes allocated"
+    );
 }

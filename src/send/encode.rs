@@ -80,12 +80,26 @@ fn merged<'a>(
 }
 
 /// One `WriteRequest` being built, and its compressed form.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriteRequest {
     raw: Vec<u8>,
     packed: Vec<u8>,
+    /// Kept: a new snappy encoder allocates its hash table for large inputs.
+    snappy: snap::raw::Encoder,
     series: usize,
     samples: usize,
+}
+
+impl Default for WriteRequest {
+    fn default() -> Self {
+        WriteRequest {
+            raw: Vec::new(),
+            packed: Vec::new(),
+            snappy: snap::raw::Encoder::new(),
+            series: 0,
+            samples: 0,
+        }
+    }
 }
 
 impl WriteRequest {
@@ -160,7 +174,8 @@ impl WriteRequest {
     pub fn body(&mut self) -> &[u8] {
         self.packed
             .resize(snap::raw::max_compress_len(self.raw.len()), 0);
-        let n = snap::raw::Encoder::new()
+        let n = self
+            .snappy
             .compress(&self.raw, &mut self.packed)
             .unwrap_or(0);
         &self.packed[..n]

@@ -20,8 +20,10 @@
 //! # What is built so far
 //! The config loader ([`config`]), flags ([`flags`]), the `check config` target checks
 //! ([`targets`]), relabeling ([`relabel`]), the text-format and OpenMetrics parsers
-//! ([`parse`]), label sets ([`labels`]) and the scrape limits ([`limits`]). The scrape loop,
-//! ring and sender come with issues 5–6.
+//! ([`parse`]), label sets ([`labels`]), the scrape limits ([`limits`]), the ring ([`wal`]:
+//! producer, per-endpoint consumers, syncer, inspector) and the remote-write encoding
+//! ([`send`]). The scrape loop and the sender thread come with issue 6; until then `main`
+//! runs the ring's periodic sync on a thread of its own (`promlet-sync`).
 
 #![deny(unsafe_code)]
 

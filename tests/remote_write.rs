@@ -55,61 +55,65 @@ fn query(port: u16, q: &str, at_s: i64) -> String {
     body
 }
 
-/// A receiver we started: its port and what it takes to be queried.
+/// A receiver we started: its port and how it shows a stale marker.
 struct Receiver {
     port: u16,
-    write_path: &'static str,
     /// Whether a raw range query shows a StaleNaN as a `NaN` point (VictoriaMetrics 1.79)
     /// rather than leaving it out (Prometheus).
     shows_stale_nan: bool,
     _process: Killed,
 }
 
-fn start_prometheus(dir: &std::path::Path) -> Receiver {
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, "global: {}\n").expect("config");
-    let port = free_port();
+/// Both receivers take remote write here.
+const WRITE_PATH: &str = "/api/v1/write";
+
+/// Starts Debian's `program` on `port` with `args`, and waits until `ready` answers 200.
+fn start(
+    program: &str,
+    args: &[String],
+    port: u16,
+    ready: &str,
+    shows_stale_nan: bool,
+) -> Receiver {
     let process = Killed(
-        Command::new("prometheus")
-            .arg("--web.enable-remote-write-receiver")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
+        Command::new(program)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("prometheus not runnable ({e}): ./test.sh installs Debian's prometheus; this test never skips")),
+            .unwrap_or_else(|e| panic!("{program} not runnable ({e}): ./test.sh installs Debian's {program}; this test never skips")),
     );
-    wait_ready(port, "/-/ready");
+    wait_ready(port, ready);
     Receiver {
         port,
-        write_path: "/api/v1/write",
-        shows_stale_nan: false,
+        shows_stale_nan,
         _process: process,
     }
 }
 
+fn start_prometheus(dir: &std::path::Path) -> Receiver {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, "global: {}\n").expect("config");
+    let port = free_port();
+    let args = [
+        "--web.enable-remote-write-receiver".to_owned(),
+        format!("--config.file={}", config.display()),
+        format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--log.level=warn".to_owned(),
+    ];
+    start("prometheus", &args, port, "/-/ready", false)
+}
+
 fn start_victoria_metrics(dir: &std::path::Path) -> Receiver {
     let port = free_port();
-    let process = Killed(
-        Command::new("victoria-metrics")
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", dir.join("vm").display()))
-            .arg("-search.latencyOffset=0s")
-            .arg("-loggerLevel=ERROR")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("victoria-metrics not runnable ({e}): ./test.sh installs Debian's victoria-metrics; this test never skips")),
-    );
-    wait_ready(port, "/health");
-    Receiver {
-        port,
-        write_path: "/api/v1/write",
-        shows_stale_nan: true,
-        _process: process,
-    }
+    let args = [
+        format!("-httpListenAddr=127.0.0.1:{port}"),
+        format!("-storageDataPath={}", dir.join("vm").display()),
+        "-search.latencyOffset=0s".to_owned(),
+        "-loggerLevel=ERROR".to_owned(),
+    ];
+    start("victoria-metrics", &args, port, "/health", true)
 }
 
 fn wait_ready(port: u16, path: &str) {
@@ -180,7 +184,7 @@ fn send_scrapes(dir: &std::path::Path, first_s: i64, to: &Receiver) {
             .collect();
         let head = format!(
             "POST {} HTTP/1.0{headers}\r\nUser-Agent: promlet-test",
-            to.write_path
+            WRITE_PATH
         );
         let (status, body) = http(to.port, &head, request.body()).expect("the receiver answers");
         assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));

@@ -282,21 +282,31 @@ impl Shared {
 
     /// [`Shared::frame`], with the record's epoch.
     fn stamped_frame(&self, offset: u64, buf: &mut Vec<u8>) -> Result<(u8, u64, u16), Bad> {
-        let room = self.capacity - offset % self.capacity;
-        let mut head = [0u8; format::RECORD_HEAD];
-        self.region.read(self.pos(offset), &mut head);
-        let stored = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-        if stored & format::MAX_OFFSET != offset {
-            return Err(Bad::Offset);
-        }
-        let len = u64::from(u32::from_le_bytes(head[..4].try_into().unwrap_or_default()));
-        if len == 0 || format::RECORD_HEAD as u64 + len > room {
-            return Err(Bad::Damaged);
-        }
+        let len = self.frame_head(offset, &mut [0u8; format::RECORD_HEAD])?;
         let n = usize::try_from(len).map_err(|_| Bad::Damaged)? + format::RECORD_HEAD;
         buf.resize(n, 0);
         self.region.read(self.pos(offset), &mut buf[..n]);
         format::decode_record(&buf[..n], offset).map(|r| (r.kind, r.size as u64, r.epoch))
+    }
+
+    /// Copies the first `head.len()` bytes (at least the record head) of the record at
+    /// `offset` and checks what can be checked without its CRC: its stored offset, and a
+    /// length that fits before the region's end. Returns that length (type byte + payload).
+    fn frame_head(&self, offset: u64, head: &mut [u8]) -> Result<u64, Bad> {
+        self.region.read(self.pos(offset), head);
+        let word = |at: usize, n: usize| {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(head.get(at..at + n).unwrap_or(&[0u8; 8][..n]));
+            u64::from_le_bytes(b)
+        };
+        if word(8, 8) & format::MAX_OFFSET != offset {
+            return Err(Bad::Offset);
+        }
+        let len = word(0, 4);
+        if len == 0 || format::RECORD_HEAD as u64 + len > self.capacity - offset % self.capacity {
+            return Err(Bad::Damaged);
+        }
+        Ok(len)
     }
 
     /// The first offset in `from..until` (8-aligned) holding a valid record, or `until`.
@@ -575,15 +585,11 @@ impl Writer {
             return;
         }
         let mut head = [0u8; format::RECORD_HEAD + 1 + 34];
-        shared.region.read(shared.pos(t), &mut head);
-        let stored = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-        let len = u64::from(u32::from_le_bytes(head[..4].try_into().unwrap_or_default()));
-        let room = shared.capacity - t % shared.capacity;
-        if stored & format::MAX_OFFSET != t || len == 0 || format::RECORD_HEAD as u64 + len > room {
+        let Ok(len) = shared.frame_head(t, &mut head) else {
             self.tail = shared.resync(t + 8, self.head, &mut self.scratch);
             shared.damaged(t, self.tail);
             return;
-        }
+        };
         let kind = head[format::RECORD_HEAD];
         if kind != TYPE_PAD {
             bump(&shared.counters.records_overwritten, 1);

@@ -35,6 +35,8 @@ pub mod labels;
 pub mod limits;
 pub mod parse;
 pub mod relabel;
+pub mod selfmetrics;
 pub mod send;
 pub mod targets;
 pub mod wal;
+pub mod web;

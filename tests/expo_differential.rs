@@ -17,8 +17,8 @@
 //!   hold (so they cannot go stale); with `PROMLET_RECORD=1` it rewrites them instead.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::BufReader;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,7 @@ use promlet::labels::{HonorLabels, LabelSet};
 use promlet::limits::{check_body_size, check_labels, SampleCounter};
 use promlet::parse::{Entry, Format, Parser, Step, ACCEPT_HEADER};
 use promlet::relabel::{process_set, Scratch};
+use support::receiver::{capture_receiver, read_request, respond};
 use support::{free_port, Killed};
 
 fn corpus() -> PathBuf {
@@ -302,48 +303,6 @@ fn parser_matches_recorded_prometheus() {
 
 // ---------------------------------------------------------------- the live Prometheus side
 
-/// Reads one HTTP/1.1 request: (request line, `Accept` header, body).
-fn read_request(stream: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line).ok()?;
-    if request_line.is_empty() {
-        return None;
-    }
-    let mut length = 0usize;
-    let mut accept = String::new();
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().ok()?;
-            } else if k.eq_ignore_ascii_case("accept") {
-                accept = v.trim().to_owned();
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some((request_line, accept, body))
-}
-
-fn respond(stream: &mut TcpStream, status: &str, content_type: Option<&str>, body: &[u8]) {
-    let content_type = content_type
-        .map(|t| format!("Content-Type: {t}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "HTTP/1.1 {status}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
-}
-
 /// Serves each payload at `/p/<name>`; returns the port and the `Accept` headers the
 /// scrapes sent.
 fn serve_payloads(payloads: Vec<Payload>) -> (u16, Arc<Mutex<BTreeSet<String>>>) {
@@ -359,146 +318,38 @@ fn serve_payloads(payloads: Vec<Payload>) -> (u16, Arc<Mutex<BTreeSet<String>>>)
             let seen = Arc::clone(&seen);
             std::thread::spawn(move || {
                 let mut stream = stream;
-                if let Some((line, accept, _)) = read_request(&mut stream) {
+                let Ok(read_half) = stream.try_clone() else {
+                    return;
+                };
+                if let Some(request) = read_request(&mut BufReader::new(read_half)) {
+                    let accept = request.header("accept").unwrap_or("").to_owned();
                     seen.lock().expect("lock").insert(accept);
-                    let path = line.split_whitespace().nth(1).unwrap_or("");
-                    match path.strip_prefix("/p/").and_then(|n| payloads.get(n)) {
+                    let path = request.line.split_whitespace().nth(1).unwrap_or("");
+                    let content_type = |t: &str| vec![("Content-Type".to_owned(), t.to_owned())];
+                    let _ = match path.strip_prefix("/p/").and_then(|n| payloads.get(n)) {
                         Some(p) => {
-                            respond(&mut stream, "200 OK", p.content_type.as_deref(), &p.body)
+                            let headers = p.content_type.as_deref().map(content_type);
+                            respond(
+                                &mut stream,
+                                "200 OK",
+                                headers.as_deref().unwrap_or(&[]),
+                                &p.body,
+                                true,
+                            )
                         }
                         None => respond(
                             &mut stream,
                             "404 Not Found",
-                            Some("text/plain"),
+                            &content_type("text/plain"),
                             b"no such payload\n",
+                            true,
                         ),
-                    }
+                    };
                 }
             });
         }
     });
     (port, accepts)
-}
-
-/// Protobuf varint at `*i`.
-fn varint(b: &[u8], i: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    while *i < b.len() {
-        let byte = b[*i];
-        *i += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
-    v
-}
-
-/// Iterates the fields of one protobuf message: (field number, wire type, payload bytes or
-/// the varint/fixed value as 8 little-endian bytes).
-fn fields(b: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let key = varint(b, &mut i);
-        let (field, wire) = (key >> 3, key & 7);
-        match wire {
-            0 => out.push((field, wire, varint(b, &mut i).to_le_bytes().to_vec())),
-            1 => {
-                out.push((field, wire, b[i..i + 8].to_vec()));
-                i += 8;
-            }
-            2 => {
-                let n = usize::try_from(varint(b, &mut i)).expect("length");
-                out.push((field, wire, b[i..i + n].to_vec()));
-                i += n;
-            }
-            5 => {
-                out.push((field, wire, b[i..i + 4].to_vec()));
-                i += 4;
-            }
-            other => panic!("unexpected wire type {other}"),
-        }
-    }
-    out
-}
-
-/// A decoded remote-write time series: labels and (value bits, timestamp ms) samples.
-type Received = (BTreeMap<String, String>, Vec<(u64, i64)>);
-
-/// Decodes `prometheus.WriteRequest` (remote-write 1.0):
-/// `message WriteRequest { repeated TimeSeries timeseries = 1; … }`,
-/// `message TimeSeries { repeated Label labels = 1; repeated Sample samples = 2; … }`,
-/// `message Label { string name = 1; string value = 2; }`,
-/// `message Sample { double value = 1; int64 timestamp = 2; }`.
-fn decode_write_request(b: &[u8]) -> Vec<Received> {
-    let mut out = Vec::new();
-    for (field, _, ts) in fields(b) {
-        if field != 1 {
-            continue;
-        }
-        let mut labels = BTreeMap::new();
-        let mut samples = Vec::new();
-        for (f, _, v) in fields(&ts) {
-            match f {
-                1 => {
-                    let (mut name, mut value) = (String::new(), String::new());
-                    for (lf, _, lv) in fields(&v) {
-                        let s = String::from_utf8(lv).expect("utf8 label");
-                        if lf == 1 {
-                            name = s;
-                        } else if lf == 2 {
-                            value = s;
-                        }
-                    }
-                    labels.insert(name, value);
-                }
-                2 => {
-                    let (mut bits, mut t) = (0u64, 0i64);
-                    for (sf, _, sv) in fields(&v) {
-                        let mut raw = [0u8; 8];
-                        raw.copy_from_slice(&sv[..8]);
-                        if sf == 1 {
-                            bits = u64::from_le_bytes(raw);
-                        } else if sf == 2 {
-                            t = i64::from_le_bytes(raw);
-                        }
-                    }
-                    samples.push((bits, t));
-                }
-                _ => {}
-            }
-        }
-        out.push((labels, samples));
-    }
-    out
-}
-
-/// Receives remote writes; returns the port and the shared list of series received.
-fn capture_receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let sink = Arc::clone(&got);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            let sink = Arc::clone(&sink);
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                if let Some((_, _, body)) = read_request(&mut stream) {
-                    let raw = snap::raw::Decoder::new()
-                        .decompress_vec(&body)
-                        .expect("snappy");
-                    let series = decode_write_request(&raw);
-                    sink.lock().expect("lock").extend(series);
-                    respond(&mut stream, "204 No Content", None, b"");
-                }
-            });
-        }
-    });
-    (port, got)
 }
 
 const SYNTHETIC: &[&str] = &[

@@ -3,14 +3,20 @@
 //! and POSTed to Debian's Prometheus 2.42 (`--web.enable-remote-write-receiver`) on
 //! 127.0.0.1. Its query API must then give back every sample with the series' labels plus
 //! the external label (a series' own `cluster` label winning), and a StaleNaN must end the
-//! series as Prometheus' own staleness does. The same for Debian's VictoriaMetrics.
+//! series as Prometheus' own staleness does. The same for Debian's VictoriaMetrics. Last, the
+//! whole path: ring → `promlet::send::sender::Sender` on its thread → Prometheus.
 
 mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use promlet::config::Config;
 use promlet::send::encode::{WriteRequest, HEADERS};
+use promlet::send::sender::{endpoint_key, Control, Sender, SenderStats};
 use promlet::wal::{Chain, Ring, MIN_SIZE};
 use support::{free_port, http, Killed};
 
@@ -146,11 +152,9 @@ fn value(i: usize, k: usize) -> f64 {
     }
 }
 
-/// Five scrapes of three series, 15 s apart from `first_s`, written to a ring in `dir`, read
-/// back by a consumer and sent, one request per scrape, as a sender would.
-fn send_scrapes(dir: &std::path::Path, first_s: i64, to: &Receiver) {
-    let mut ring = Ring::open(&dir.join("ring"), MIN_SIZE).expect("ring");
-    let mut consumer = ring.consumer(1).expect("consumer");
+/// Five scrapes of three series, 15 s apart from `first_s`, written to `ring` (whose
+/// endpoints were registered before: a new endpoint starts at the head).
+fn write_scrapes(ring: &mut Ring, first_s: i64) {
     let mut chain = Chain::default();
     let sets: Vec<Vec<(&str, String)>> = (0..3).map(labels).collect();
     ring.append_series_set(
@@ -166,6 +170,14 @@ fn send_scrapes(dir: &std::path::Path, first_s: i64, to: &Receiver) {
         ring.append_samples(&mut chain, ts, &values)
             .expect("samples");
     }
+}
+
+/// The scrapes of [`write_scrapes`], written to a ring in `dir`, read back by a consumer and
+/// sent by hand, one request per scrape.
+fn send_scrapes(dir: &std::path::Path, first_s: i64, to: &Receiver) {
+    let mut ring = Ring::open(&dir.join("ring"), MIN_SIZE).expect("ring");
+    let mut consumer = ring.consumer(1).expect("consumer");
+    write_scrapes(&mut ring, first_s);
     let external = vec![(b"cluster".to_vec(), b"edge-1".to_vec())];
     let mut request = WriteRequest::default();
     let mut sent = 0;
@@ -243,12 +255,18 @@ fn expected_series(first_s: i64, shows_stale_nan: bool) -> Vec<String> {
     want
 }
 
-/// Sends, then polls the range query (for at most 30 s: a receiver may make new data
-/// searchable a little later) until every series is there; then checks the stale marker.
+/// Sends by hand, then checks what the receiver stored.
 fn check_receiver(dir: &TempDir, to: &Receiver) {
     let now = now_s();
     let first_s = now - 60 - 4 * 15;
     send_scrapes(&dir.0, first_s, to);
+    expect_stored(to, first_s, now);
+}
+
+/// Polls the range query as of `now` (for at most 30 s: a receiver may make new data
+/// searchable a little later) until every series of [`write_scrapes`] is there; then checks
+/// the stale marker.
+fn expect_stored(to: &Receiver, first_s: i64, now: i64) {
     let want = expected_series(first_s, to.shows_stale_nan);
     let deadline = Instant::now() + Duration::from_secs(30);
     let (got, json) = loop {
@@ -288,4 +306,47 @@ fn victoria_metrics_receives_what_the_ring_held() {
     let dir = temp_dir("victoria");
     let receiver = start_victoria_metrics(&dir.0);
     check_receiver(&dir, &receiver);
+}
+
+#[test]
+fn the_sender_thread_delivers_the_ring_to_a_real_prometheus() {
+    let dir = temp_dir("sender");
+    let receiver = start_prometheus(&dir.0);
+    // Requests of at most 4 samples: the 15 samples take several requests, split mid-scrape.
+    let text = format!(
+        "global:\n  external_labels: {{cluster: edge-1}}\nremote_write:\n  - url: http://127.0.0.1:{}{WRITE_PATH}\n    queue_config: {{max_samples_per_send: 4, batch_send_deadline: 200ms}}\n",
+        receiver.port
+    );
+    let config = Config::parse(
+        &text,
+        std::path::Path::new("rw.yml"),
+        std::path::Path::new("/"),
+    )
+    .expect("config");
+    let rw = &config.remote_write[0];
+    let mut ring = Ring::open(&dir.0.join("ring"), MIN_SIZE).expect("ring");
+    let consumer = ring.consumer(endpoint_key(rw)).expect("consumer");
+    let now = now_s();
+    let first_s = now - 60 - 4 * 15;
+    write_scrapes(&mut ring, first_s);
+    let (stats, control) = (Arc::<SenderStats>::default(), Arc::<Control>::default());
+    let sender = Sender::new(
+        rw,
+        &config.global.external_labels,
+        consumer,
+        Arc::clone(&stats),
+        Arc::clone(&control),
+    )
+    .expect("sender");
+    let thread = sender.spawn("promlet-send-0".to_owned()).expect("spawn");
+    expect_stored(&receiver, first_s, now);
+    control.stop(Instant::now() + Duration::from_secs(10));
+    thread.join().expect("the sender returns");
+    assert_eq!(stats.samples_total.load(Ordering::Relaxed), 15);
+    assert_eq!(stats.samples_failed_total.load(Ordering::Relaxed), 0);
+    assert!(stats.sent_batches_total.load(Ordering::Relaxed) >= 4);
+    assert_eq!(
+        ring.endpoint(endpoint_key(rw)).expect("endpoint").cursor,
+        ring.head()
+    );
 }

@@ -1,6 +1,11 @@
 //! Remote write (DESIGN.md step 7): what one sender thread per `remote_write` entry sends.
 //!
-//! This slice holds the wire encoding ([`encode`]); the sender thread, batching, retries and
-//! the HTTP client come with the rest of issue 6.
+//! - [`encode`]: the wire format, `prometheus.WriteRequest` by hand + snappy.
+//! - [`sender`]: the thread per endpoint: ring → requests of `max_samples_per_send` → POST
+//!   (ureq, keep-alive, TLS, proxy, auth); acknowledgements move the ring cursor.
+//! - [`backoff`]: how long a failed request waits: capped exponential backoff with jitter,
+//!   or what `Retry-After` asks.
 
+pub mod backoff;
 pub mod encode;
+pub mod sender;

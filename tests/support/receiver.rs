@@ -1,0 +1,379 @@
+//! Remote-write receivers for tests: a hand-written `prometheus.WriteRequest` decoder (the
+//! oracle for promlet's encoder and for what Prometheus sends), a tiny HTTP/1.1 server on
+//! 127.0.0.1 (keep-alive, a thread per connection), a capturing receiver, and a scripted one
+//! that injects faults (statuses, `Retry-After`, slow answers) and records every request.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Protobuf varint at `*i`.
+pub fn varint(b: &[u8], i: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    while *i < b.len() {
+        let byte = b[*i];
+        *i += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    v
+}
+
+/// Iterates the fields of one protobuf message: (field number, wire type, payload bytes or
+/// the varint/fixed value as 8 little-endian bytes).
+pub fn fields(b: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let key = varint(b, &mut i);
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => out.push((field, wire, varint(b, &mut i).to_le_bytes().to_vec())),
+            1 => {
+                out.push((field, wire, b[i..i + 8].to_vec()));
+                i += 8;
+            }
+            2 => {
+                let n = usize::try_from(varint(b, &mut i)).expect("length");
+                out.push((field, wire, b[i..i + n].to_vec()));
+                i += n;
+            }
+            5 => {
+                out.push((field, wire, b[i..i + 4].to_vec()));
+                i += 4;
+            }
+            other => panic!("unexpected wire type {other}"),
+        }
+    }
+    out
+}
+
+/// A decoded remote-write time series: labels and (value bits, timestamp ms) samples.
+pub type Received = (BTreeMap<String, String>, Vec<(u64, i64)>);
+
+/// Decodes `prometheus.WriteRequest` (remote-write 1.0):
+/// `message WriteRequest { repeated TimeSeries timeseries = 1; … }`,
+/// `message TimeSeries { repeated Label labels = 1; repeated Sample samples = 2; … }`,
+/// `message Label { string name = 1; string value = 2; }`,
+/// `message Sample { double value = 1; int64 timestamp = 2; }`.
+pub fn decode_write_request(b: &[u8]) -> Vec<Received> {
+    let mut out = Vec::new();
+    for (field, _, ts) in fields(b) {
+        if field != 1 {
+            continue;
+        }
+        let mut labels = BTreeMap::new();
+        let mut samples = Vec::new();
+        for (f, _, v) in fields(&ts) {
+            match f {
+                1 => {
+                    let (mut name, mut value) = (String::new(), String::new());
+                    for (lf, _, lv) in fields(&v) {
+                        let s = String::from_utf8(lv).expect("utf8 label");
+                        if lf == 1 {
+                            name = s;
+                        } else if lf == 2 {
+                            value = s;
+                        }
+                    }
+                    labels.insert(name, value);
+                }
+                2 => {
+                    let (mut bits, mut t) = (0u64, 0i64);
+                    for (sf, _, sv) in fields(&v) {
+                        let mut raw = [0u8; 8];
+                        raw.copy_from_slice(&sv[..8]);
+                        if sf == 1 {
+                            bits = u64::from_le_bytes(raw);
+                        } else if sf == 2 {
+                            t = i64::from_le_bytes(raw);
+                        }
+                    }
+                    samples.push((bits, t));
+                }
+                _ => {}
+            }
+        }
+        out.push((labels, samples));
+    }
+    out
+}
+
+/// One HTTP request as read: request line, headers (names lowercased, in order), body.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// `POST /api/v1/write HTTP/1.1`, without the line end.
+    pub line: String,
+    /// (lowercased name, value).
+    pub headers: Vec<(String, String)>,
+    /// The body (`Content-Length` framing).
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request from a connection; `None` at its end or on garbage.
+pub fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    if line.is_empty() {
+        return None;
+    }
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            if k == "content-length" {
+                length = v.parse().ok()?;
+            }
+            headers.push((k, v));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(HttpRequest {
+        line: line.trim_end().to_owned(),
+        headers,
+        body,
+    })
+}
+
+/// Writes one response with `Content-Length`; `close` adds `Connection: close`.
+pub fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    close: bool,
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+/// An answer of a scripted receiver.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status line after `HTTP/1.1 `, e.g. `204 No Content`.
+    pub status: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// How long to wait before answering.
+    pub delay: Duration,
+}
+
+impl Answer {
+    /// `status` with no headers, no body, no delay.
+    pub fn status(status: &str) -> Answer {
+        Answer {
+            status: status.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// 204, what Prometheus answers a good write.
+    pub fn ok() -> Answer {
+        Answer::status("204 No Content")
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: &[u8]) -> Answer {
+        self.body = body.to_vec();
+        self
+    }
+
+    /// Answers only after `delay`.
+    pub fn after(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
+    }
+
+    fn code(&self) -> u16 {
+        self.status
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .expect("a status line starts with its code")
+    }
+}
+
+/// Serves HTTP/1.1 on an ephemeral 127.0.0.1 port, a thread per connection, keep-alive:
+/// `answer` is called for each request. Returns the port. The threads live as long as the
+/// test process.
+pub fn serve<F>(answer: F) -> u16
+where
+    F: Fn(&HttpRequest) -> Answer + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let answer = Arc::clone(&answer);
+            std::thread::spawn(move || {
+                let Ok(read_half) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = BufReader::new(read_half);
+                let mut stream = stream;
+                while let Some(request) = read_request(&mut reader) {
+                    let a = answer(&request);
+                    std::thread::sleep(a.delay);
+                    let close = request
+                        .header("connection")
+                        .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+                        || request.line.ends_with("HTTP/1.0");
+                    if respond(&mut stream, &a.status, &a.headers, &a.body, close).is_err() || close
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Receives remote writes, answering 204; returns the port and the shared list of series
+/// received.
+pub fn capture_receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let sink = Arc::clone(&got);
+    let port = serve(move |request| {
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&request.body)
+            .expect("snappy");
+        sink.lock()
+            .expect("lock")
+            .extend(decode_write_request(&raw));
+        Answer::ok()
+    });
+    (port, got)
+}
+
+/// A remote-write request a [`Scripted`] receiver got.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    /// When it had been read.
+    pub at: Instant,
+    /// The request itself.
+    pub request: HttpRequest,
+    /// Its series, decoded (snappy, then protobuf).
+    pub series: Vec<Received>,
+    /// The status code it was answered with.
+    pub answered: u16,
+}
+
+#[derive(Debug)]
+struct Script {
+    answers: VecDeque<Answer>,
+    /// Once the script runs out.
+    otherwise: Answer,
+    writes: Vec<Posted>,
+}
+
+/// A receiver that answers from a script, then with a default answer, and records every
+/// request (fault injection for the sender tests).
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    script: Arc<Mutex<Script>>,
+}
+
+impl Scripted {
+    /// Answers `answers` in order, then `otherwise` for ever.
+    pub fn start(answers: Vec<Answer>, otherwise: Answer) -> Scripted {
+        let script = Arc::new(Mutex::new(Script {
+            answers: answers.into(),
+            otherwise,
+            writes: Vec::new(),
+        }));
+        let shared = Arc::clone(&script);
+        let port = serve(move |request| {
+            let raw = snap::raw::Decoder::new()
+                .decompress_vec(&request.body)
+                .expect("a snappy block body");
+            let series = decode_write_request(&raw);
+            let mut s = shared.lock().expect("lock");
+            let answer = s.answers.pop_front().unwrap_or_else(|| s.otherwise.clone());
+            s.writes.push(Posted {
+                at: Instant::now(),
+                request: request.clone(),
+                series,
+                answered: answer.code(),
+            });
+            answer
+        });
+        Scripted { port, script }
+    }
+
+    /// The write URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    /// Every request so far.
+    pub fn writes(&self) -> Vec<Posted> {
+        self.script.lock().expect("lock").writes.clone()
+    }
+
+    /// The series of the requests answered 2xx, in order.
+    pub fn delivered(&self) -> Vec<Received> {
+        self.writes()
+            .into_iter()
+            .filter(|w| (200..300).contains(&w.answered))
+            .flat_map(|w| w.series)
+            .collect()
+    }
+
+    /// Waits (at most `limit`) until `done` holds for the requests; returns them.
+    pub fn wait_until(&self, limit: Duration, done: impl Fn(&[Posted]) -> bool) -> Vec<Posted> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let w = self.writes();
+            if done(&w) || Instant::now() > deadline {
+                return w;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

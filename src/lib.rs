@@ -35,6 +35,7 @@ pub mod labels;
 pub mod limits;
 pub mod parse;
 pub mod relabel;
+pub mod scrape;
 pub mod selfmetrics;
 pub mod send;
 pub mod targets;

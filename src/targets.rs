@@ -252,9 +252,216 @@ fn check_target(labels: &[(String, String)], sc: &ScrapeConfig) -> Result<(), St
     Ok(())
 }
 
+/// One target ready to scrape: Prometheus' `Target` after `PopulateLabels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The labels every series of the target gets (no `__` labels), sorted by name.
+    pub labels: Vec<(String, String)>,
+    /// `host:port` to connect to (a default port added as Prometheus adds it).
+    pub address: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Path and query string, escaped, e.g. `/metrics?module=x`.
+    pub path_and_query: String,
+    /// Scrape interval (from `__scrape_interval__`).
+    pub interval: std::time::Duration,
+    /// Scrape timeout (from `__scrape_timeout__`).
+    pub timeout: std::time::Duration,
+}
+
+impl Target {
+    /// A stable 64-bit identity: labels and URL (Prometheus' `Target.hash`), FNV-1a.
+    pub fn key(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes.iter().chain(&[0xff]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for (k, v) in &self.labels {
+            eat(k.as_bytes());
+            eat(v.as_bytes());
+        }
+        eat(self.scheme.as_bytes());
+        eat(self.address.as_bytes());
+        eat(self.path_and_query.as_bytes());
+        h
+    }
+
+    /// The URL, for logs and messages.
+    pub fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.address, self.path_and_query)
+    }
+}
+
+/// Go's `url.QueryEscape`: unreserved bytes kept, space as `+`, the rest `%XX`.
+fn query_escape(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+}
+
+/// A path as Go's `URL.EscapedPath` writes it: bytes a path may hold kept, others `%XX`.
+fn path_escape(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'~'
+            | b'/'
+            | b'$'
+            | b'&'
+            | b'+'
+            | b','
+            | b';'
+            | b'='
+            | b':'
+            | b'@'
+            | b'!'
+            | b'*'
+            | b'\''
+            | b'('
+            | b')' => out.push(char::from(b)),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+}
+
+/// The scrape targets of one scrape config's static groups, as Prometheus 2.42 builds them
+/// (`TargetsFromGroup`): labels, `relabel_configs`, default port, `instance`, interval and
+/// timeout from their labels, URL with `__param_*`. Targets a rule drops are left out;
+/// targets Prometheus would refuse come back as errors (it logs them and goes on). Duplicates
+/// (same labels and URL) are kept once.
+pub fn build(groups: &[TargetGroup], sc: &ScrapeConfig) -> (Vec<Target>, Vec<String>) {
+    let mut targets: Vec<Target> = Vec::new();
+    let mut errors = Vec::new();
+    for group in groups {
+        for address in &group.targets {
+            let mut labels = target_labels(address, group, sc);
+            if !crate::relabel::process(&mut labels, &sc.relabel_configs) || labels.is_empty() {
+                continue;
+            }
+            match populate(labels, sc) {
+                Ok(t) => {
+                    if !targets.iter().any(|o| o.key() == t.key() && *o == t) {
+                        targets.push(t);
+                    }
+                }
+                Err(e) => errors.push(format!("job {:?}: target {address:?}: {e}", sc.job_name)),
+            }
+        }
+    }
+    (targets, errors)
+}
+
+/// Prometheus' `PopulateLabels` after relabeling, then the target's URL.
+fn populate(mut labels: Vec<(String, String)>, sc: &ScrapeConfig) -> Result<Target, String> {
+    check_target(&labels, sc)?;
+    let mut address = label(&labels, "__address__").to_owned();
+    let scheme = label(&labels, "__scheme__").to_owned();
+    if !has_port(&address) && has_port(&format!("{address}:1234")) {
+        address.push_str(if scheme == "https" { ":443" } else { ":80" });
+    }
+    let interval = parse_duration(label(&labels, "__scrape_interval__"))?;
+    let timeout = parse_duration(label(&labels, "__scrape_timeout__"))?;
+    let mut path_and_query = String::new();
+    path_escape(label(&labels, "__metrics_path__"), &mut path_and_query);
+    let mut params: Vec<(String, Vec<String>)> = sc.params.clone();
+    for (k, v) in &labels {
+        if let Some(name) = k.strip_prefix("__param_") {
+            match params.iter_mut().find(|(n, _)| n == name) {
+                Some((_, values)) if !values.is_empty() => values[0] = v.clone(),
+                Some((_, values)) => values.push(v.clone()),
+                None => params.push((name.to_owned(), vec![v.clone()])),
+            }
+        }
+    }
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut first = true;
+    for (name, values) in &params {
+        for v in values {
+            path_and_query.push(if first { '?' } else { '&' });
+            first = false;
+            query_escape(name, &mut path_and_query);
+            path_and_query.push('=');
+            query_escape(v, &mut path_and_query);
+        }
+    }
+    if label(&labels, "instance").is_empty() {
+        labels.retain(|(k, _)| k != "instance");
+        labels.push(("instance".to_owned(), address.clone()));
+    }
+    labels.retain(|(k, v)| !k.starts_with("__") && !v.is_empty());
+    labels.sort();
+    Ok(Target {
+        labels,
+        address,
+        scheme,
+        path_and_query,
+        interval,
+        timeout,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scrape_config(yaml: &str) -> ScrapeConfig {
+        let text = format!("scrape_configs:\n{yaml}");
+        let c = crate::config::Config::parse(&text, Path::new("t.yml"), Path::new("."))
+            .expect("valid config");
+        c.scrape_configs.into_iter().next().expect("one job")
+    }
+
+    #[test]
+    fn targets_are_built_as_prometheus_populates_them() {
+        let sc = scrape_config(
+            "  - job_name: j\n    params: {b: [\"x y\", z], a: [\"1\"]}\n    static_configs:\n      - targets: [h1, \"h2:9100\"]\n        labels: {__param_a: two, __param_c: three, team: t}\n    relabel_configs:\n      - {source_labels: [__address__], regex: h2.*, target_label: __scrape_interval__, replacement: 30s}\n      - {source_labels: [__address__], regex: h1, target_label: __metrics_path__, replacement: /m e}\n",
+        );
+        let (targets, errors) = build(&sc.static_configs, &sc);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(targets.len(), 2);
+        // The config's params win over a group's `__param_` label (PopulateLabels sets them
+        // after the group labels); a group's own `__param_` name is added.
+        let t1 = &targets[0];
+        assert_eq!(t1.address, "h1:80");
+        assert_eq!(t1.path_and_query, "/m%20e?a=1&b=x+y&b=z&c=three");
+        assert_eq!(
+            t1.labels,
+            vec![
+                ("instance".to_owned(), "h1:80".to_owned()),
+                ("job".to_owned(), "j".to_owned()),
+                ("team".to_owned(), "t".to_owned()),
+            ]
+        );
+        let t2 = &targets[1];
+        assert_eq!(t2.interval, std::time::Duration::from_secs(30));
+        assert_eq!(t2.path_and_query, "/metrics?a=1&b=x+y&b=z&c=three");
+        assert_ne!(t1.key(), t2.key());
+    }
+
+    #[test]
+    fn dropped_refused_and_duplicate_targets() {
+        let sc = scrape_config(
+            "  - job_name: j\n    static_configs:\n      - targets: [a:1, a:1, drop:1, \"x/y\"]\n    relabel_configs:\n      - {source_labels: [__address__], regex: drop.*, action: drop}\n",
+        );
+        let (targets, errors) = build(&sc.static_configs, &sc);
+        assert_eq!(targets.len(), 1, "{targets:?}");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("x/y"), "{errors:?}");
+    }
 
     #[test]
     fn file_sd_names_follow_prometheus_pattern() {

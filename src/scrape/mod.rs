@@ -1,0 +1,927 @@
+//! The scrape loop (DESIGN.md steps 1–4): one task per target on the smol executor.
+//!
+//! A [`Scraper`] is one target's whole state, kept across scrapes: its HTTP client, parser
+//! window, label arena, relabel scratch, its place in the ring ([`Chain`]) and the hashes of
+//! the series in its current series-set (8 bytes a series: the staleness state). A scrape
+//! streams the body through the parser; each series is labelled, relabeled, checked against
+//! the limits and hashed, and its value kept in a reused vector. A scrape whose series are the
+//! set's, in the same order, becomes one samples record. When the set changes, the new set is
+//! written first, from the ring's copy of the old set up to the first difference and the
+//! labels kept from there on ([`series::SeriesList`]); series that vanished get a StaleNaN in
+//! a small set of their own, their labels read back from the ring.
+//!
+//! As Prometheus 2.42's `scrape.go`:
+//! - every series gets the scrape's start time (explicit timestamps: see [`Scraper`]);
+//! - a failed scrape (HTTP error, timeout, body too large, parse error, a limit) appends no
+//!   scraped sample and stale-marks every series of the last good scrape once;
+//! - the five report series `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
+//!   `scrape_samples_post_metric_relabeling`, `scrape_series_added` carry the target's labels
+//!   and Prometheus' values in every case: counts are 0 when the HTTP side failed, and what was
+//!   parsed up to the error when the body was refused;
+//! - a duplicate series in one scrape keeps its first sample;
+//! - a target removed on reload stale-marks all its series, report series included. On stop
+//!   nothing is stale-marked (Prometheus does not either: the series may resume).
+//!
+//! Scheduling: each target's first scrape comes within a second of start, spread by the
+//! target's hash (Prometheus waits up to a whole interval; a new node should show up at once),
+//! then at a stable offset within the interval, `hash mod interval` in wall-clock time, so a
+//! restart keeps the phase and targets of one job do not scrape together.
+
+pub mod clock;
+pub mod http;
+pub mod series;
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, info, warn};
+
+use crate::config::http::{Auth, Secret};
+use crate::config::ScrapeConfig;
+use crate::labels::{HonorLabels, LabelSet};
+use crate::limits::{check_labels, LimitError, SampleCounter};
+use crate::parse::float::STALE_NAN_BITS;
+use crate::parse::{Entry, Format, ParseError, Parser, Step, Window};
+use crate::relabel::{process_set, Scratch};
+use crate::targets::Target;
+use crate::wal::{Chain, Ring, WalError};
+use clock::Clock;
+use http::{Client, HttpError};
+use series::SeriesList;
+
+/// The report series, in the order they lead every series-set.
+pub const REPORT_SERIES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+const REPORTS: usize = REPORT_SERIES.len();
+
+/// The window starts at 16 KiB and may grow to this for one entry (a line longer than 1 MiB
+/// fails the scrape rather than growing memory without bound).
+const WINDOW_MAX: usize = 1 << 20;
+const WINDOW_START: usize = 16 << 10;
+
+/// The `User-Agent` of scrapes.
+pub const USER_AGENT: &str = concat!("promlet/", env!("CARGO_PKG_VERSION"));
+
+/// Why a scrape failed. The target is down with this reason until a scrape succeeds.
+#[derive(Debug)]
+pub enum ScrapeError {
+    /// The HTTP exchange failed.
+    Http(HttpError),
+    /// `scrape_timeout` passed.
+    Timeout(Duration),
+    /// The body did not parse.
+    Parse(ParseError),
+    /// A line was longer than the window may grow.
+    LineTooLong(usize),
+    /// A per-scrape limit was hit.
+    Limit(LimitError),
+    /// A series has no metric name after relabeling.
+    NoName,
+    /// A series has a label name twice.
+    DuplicateLabel(String),
+    /// The credentials file could not be read.
+    Credentials(std::io::Error),
+}
+
+impl fmt::Display for ScrapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScrapeError::Http(e) => e.fmt(f),
+            ScrapeError::Timeout(d) => write!(
+                f,
+                "context deadline exceeded (scrape_timeout {})",
+                crate::config::units::format_duration(*d)
+            ),
+            ScrapeError::Parse(e) => e.fmt(f),
+            ScrapeError::LineTooLong(max) => {
+                write!(f, "an entry is longer than {max} bytes")
+            }
+            ScrapeError::Limit(e) => e.fmt(f),
+            ScrapeError::NoName => f.write_str("__name__ label is missing"),
+            ScrapeError::DuplicateLabel(name) => write!(f, "label name {name:?} is not unique"),
+            ScrapeError::Credentials(e) => write!(f, "cannot read the credentials file: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ScrapeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ScrapeError::Http(e) => Some(e),
+            ScrapeError::Parse(e) => Some(e),
+            ScrapeError::Limit(e) => Some(e),
+            ScrapeError::Credentials(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl ScrapeError {
+    /// Whether the body was being refused (Prometheus reports what was parsed up to there)
+    /// rather than not fetched (it reports zeros).
+    fn in_body(&self) -> bool {
+        matches!(
+            self,
+            ScrapeError::Parse(_)
+                | ScrapeError::LineTooLong(_)
+                | ScrapeError::Limit(_)
+                | ScrapeError::NoName
+                | ScrapeError::DuplicateLabel(_)
+        )
+    }
+}
+
+/// What every scrape of the loop adds to, for the self-metrics (loop thread only).
+#[derive(Debug, Default)]
+pub struct ScrapeStats {
+    /// Scrapes run.
+    pub scrapes: Cell<u64>,
+    /// Scrapes that failed.
+    pub failed: Cell<u64>,
+    /// Scrapes that hit `sample_limit` (`prometheus_target_scrapes_exceeded_sample_limit_total`).
+    pub exceeded_sample_limit: Cell<u64>,
+    /// Scrapes that hit `body_size_limit` (`prometheus_target_scrapes_exceeded_body_size_limit_total`).
+    pub exceeded_body_size_limit: Cell<u64>,
+    /// Scrapes that timed out.
+    pub timeouts: Cell<u64>,
+    /// Samples dropped as duplicates (`prometheus_target_scrapes_sample_duplicate_timestamp_total`).
+    pub duplicates: Cell<u64>,
+    /// Samples appended to the ring, report series and stale markers included.
+    pub samples_appended: Cell<u64>,
+    /// Samples lost because the ring refused an append.
+    pub append_failures: Cell<u64>,
+    /// The newest timestamp appended, ms (`prometheus_remote_storage_highest_timestamp_in_seconds`).
+    pub highest_timestamp_ms: Cell<i64>,
+    /// Series-sets written because a target's set changed.
+    pub set_changes: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+/// The counts of one scrape, as the report series give them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    scraped: u64,
+    post_relabel: u64,
+    added: u64,
+}
+
+/// One target's state across scrapes. Explicit timestamps in a body are not honoured yet:
+/// every sample gets the scrape's time (TODO(#6): per-sample timestamps in the ring).
+pub struct Scraper {
+    /// The target.
+    pub target: Target,
+    job: Rc<ScrapeConfig>,
+    key: u64,
+    client: Client,
+    window: Window,
+    parser: Parser,
+    set: LabelSet,
+    scratch: Scratch,
+    /// The report series' labels (the target's labels plus each name).
+    reports: SeriesList,
+    chain: Chain,
+    /// The hashes of the set in the ring, report series first.
+    set_hashes: Vec<u64>,
+    /// The set's scraped series were all stale-marked (the last scrape failed).
+    all_stale: bool,
+    /// This scrape: hashes and values of the series kept, report series first.
+    hashes: Vec<u64>,
+    values: Vec<f64>,
+    /// Index of the first series that differs from the set, once one did.
+    differs_at: Option<usize>,
+    fresh: SeriesList,
+    sorted: Vec<u64>,
+    next_set: SeriesList,
+    /// The target's health as last logged, and how many failures since.
+    up: Option<bool>,
+    failures: u64,
+    warned_timestamps: bool,
+    stats: Rc<ScrapeStats>,
+}
+
+impl fmt::Debug for Scraper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scraper")
+            .field("target", &self.target)
+            .field("series", &self.set_hashes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `AUTHORIZATION: ` header value bytes for `auth`, read fresh (files rotate).
+fn write_auth(auth: &Auth, out: &mut Vec<u8>) -> Result<(), std::io::Error> {
+    fn secret(s: &Secret, out: &mut Vec<u8>) -> Result<(), std::io::Error> {
+        match s {
+            Secret::Empty => {}
+            Secret::Inline(v) => out.extend_from_slice(v.as_bytes()),
+            Secret::File(path) => {
+                // A small file in a secret volume or tmpfs: read from the page cache, it does
+                // not wait on a disk. Prometheus re-reads it per request too (token rotation).
+                let text = std::fs::read(path)?;
+                out.extend_from_slice(text.trim_ascii());
+            }
+        }
+        Ok(())
+    }
+    match auth {
+        Auth::None => {}
+        Auth::Authorization { kind, credentials } => {
+            out.extend_from_slice(b"Authorization: ");
+            out.extend_from_slice(kind.as_bytes());
+            out.push(b' ');
+            secret(credentials, out)?;
+            out.extend_from_slice(b"\r\n");
+        }
+        Auth::Basic { username, password } => {
+            let mut plain = Vec::with_capacity(64);
+            plain.extend_from_slice(username.as_bytes());
+            plain.push(b':');
+            secret(password, &mut plain)?;
+            out.extend_from_slice(b"Authorization: Basic ");
+            base64(&plain, out);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    Ok(())
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for basic auth.
+fn base64(data: &[u8], out: &mut Vec<u8>) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[usize::try_from(n >> (18 - 6 * i) & 63).unwrap_or(0)]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+}
+
+impl Scraper {
+    /// The state of a new target (allocates its buffers once).
+    pub fn new(target: Target, job: Rc<ScrapeConfig>, stats: Rc<ScrapeStats>) -> Scraper {
+        let mut s = Scraper {
+            key: target.key(),
+            client: Client::new(&target.address),
+            target,
+            job,
+            window: Window::new(WINDOW_START, WINDOW_MAX),
+            parser: Parser::new(Format::Text),
+            set: LabelSet::new(),
+            scratch: Scratch::default(),
+            reports: SeriesList::default(),
+            chain: Chain::default(),
+            set_hashes: Vec::new(),
+            all_stale: false,
+            hashes: Vec::new(),
+            values: Vec::new(),
+            differs_at: None,
+            fresh: SeriesList::default(),
+            sorted: Vec::new(),
+            next_set: SeriesList::default(),
+            up: None,
+            failures: 0,
+            warned_timestamps: false,
+            stats,
+        };
+        s.build_reports();
+        s
+    }
+
+    /// Takes a new config for the same target (a reload that changed its job's settings),
+    /// keeping the staleness state.
+    pub fn reconfigure(&mut self, target: Target, job: Rc<ScrapeConfig>) {
+        if target.address != self.target.address {
+            self.client = Client::new(&target.address);
+        }
+        self.target = target;
+        self.job = job;
+        self.build_reports();
+    }
+
+    fn build_reports(&mut self) {
+        self.reports.clear();
+        for name in REPORT_SERIES {
+            self.set.clear();
+            self.set.push(b"__name__", name.as_bytes());
+            for (k, v) in &self.target.labels {
+                self.set.push(k.as_bytes(), v.as_bytes());
+            }
+            self.set.sort();
+            self.reports.push(self.set.iter());
+        }
+    }
+
+    /// The target's key (labels and URL).
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// The hashes of the series the target had at its last scrape (report series first).
+    pub fn series(&self) -> usize {
+        self.set_hashes.len()
+    }
+
+    /// Whether the last scrape succeeded (`None` before the first).
+    pub fn health(&self) -> Option<bool> {
+        self.up
+    }
+
+    /// Fetches and parses one scrape, keeping its series in `hashes`/`values`; the counts
+    /// so far travel with the error.
+    async fn fetch(&mut self, counts: &mut Counts) -> Result<(), ScrapeError> {
+        let req =
+            self.client
+                .start_request(&self.target.path_and_query, self.target.timeout, USER_AGENT);
+        write_auth(&self.job.http.auth, req).map_err(ScrapeError::Credentials)?;
+        self.client.send().await.map_err(ScrapeError::Http)?;
+        self.parser
+            .reset(Format::from_content_type(Some(self.client.content_type())));
+        self.window.clear();
+        let limits = self.job.limits;
+        let honor = if self.job.honor_labels {
+            HonorLabels::Yes
+        } else {
+            HonorLabels::No
+        };
+        let mut samples = SampleCounter::new(&limits);
+        let expected: &[u64] = if self.all_stale || self.set_hashes.len() < REPORTS {
+            &[]
+        } else {
+            &self.set_hashes[REPORTS..]
+        };
+        loop {
+            match self.parser.next(self.window.data(), self.window.eof()) {
+                Err(e) => {
+                    self.client.disconnect();
+                    return Err(ScrapeError::Parse(e));
+                }
+                Ok(Step::NeedMore) => {
+                    let space = match self.window.space() {
+                        Ok(s) => s,
+                        Err(max) => {
+                            self.client.disconnect();
+                            return Err(ScrapeError::LineTooLong(max));
+                        }
+                    };
+                    self.client
+                        .fill(space, limits.body_size_limit)
+                        .await
+                        .map(|n| self.window.filled(n))
+                        .map_err(ScrapeError::Http)?;
+                }
+                Ok(Step::End(_)) => break,
+                Ok(Step::Entry(entry, used)) => {
+                    if let Entry::Series {
+                        data,
+                        name,
+                        labels,
+                        value,
+                        timestamp_ms,
+                    } = entry
+                    {
+                        counts.scraped += 1;
+                        if timestamp_ms.is_some()
+                            && self.job.honor_timestamps
+                            && !self.warned_timestamps
+                        {
+                            self.warned_timestamps = true;
+                            warn!(
+                                "target {}: explicit timestamps are not honoured yet; samples get the scrape time",
+                                self.target.url()
+                            );
+                        }
+                        self.set.fill_series(data, name, labels);
+                        self.set.merge_target(&self.target.labels, honor);
+                        self.set.remove_empty();
+                        if !process_set(
+                            &mut self.set,
+                            &self.job.metric_relabel_configs,
+                            &mut self.scratch,
+                        ) || self.set.is_empty()
+                        {
+                            self.window.consume(used);
+                            continue;
+                        }
+                        if self.set.get(b"__name__").is_none() {
+                            return Err(ScrapeError::NoName);
+                        }
+                        check_labels(&self.set, &limits).map_err(ScrapeError::Limit)?;
+                        if let Some(dup) = self.set.duplicate_name() {
+                            return Err(ScrapeError::DuplicateLabel(
+                                String::from_utf8_lossy(dup).into_owned(),
+                            ));
+                        }
+                        samples.add(value);
+                        counts.post_relabel += 1;
+                        let hash = self.set.hash();
+                        let i = self.hashes.len() - REPORTS;
+                        if self.differs_at.is_none() && expected.get(i) != Some(&hash) {
+                            self.differs_at = Some(i);
+                        }
+                        if self.differs_at.is_some() {
+                            self.fresh.push(self.set.iter());
+                        }
+                        self.hashes.push(hash);
+                        self.values.push(value);
+                    }
+                    self.window.consume(used);
+                }
+            }
+        }
+        samples.finish().map_err(|e| {
+            if let LimitError::Samples { limit, .. } = e {
+                counts.post_relabel = counts.post_relabel.min(limit);
+            }
+            ScrapeError::Limit(e)
+        })?;
+        if self.differs_at.is_none() && self.hashes.len() != self.set_hashes.len() {
+            self.differs_at = Some(self.hashes.len() - REPORTS);
+        }
+        Ok(())
+    }
+
+    /// Runs one scrape at `ts_ms` and appends its result to the ring.
+    pub async fn scrape(&mut self, ring: &RefCell<Ring>, clock: &Rc<Clock>, ts_ms: i64) {
+        let started = Instant::now();
+        self.hashes.clear();
+        self.values.clear();
+        self.fresh.clear();
+        self.differs_at = None;
+        self.hashes.extend_from_slice(&[0; REPORTS]);
+        self.values.extend_from_slice(&[0.0; REPORTS]);
+        let mut counts = Counts::default();
+        let timeout = self.target.timeout;
+        let result = smol::future::or(self.fetch(&mut counts), async {
+            clock.sleep(timeout).await;
+            Err(ScrapeError::Timeout(timeout))
+        })
+        .await;
+        let duration = started.elapsed();
+        let stats = Rc::clone(&self.stats);
+        bump(&stats.scrapes, 1);
+        if let Err(e) = &result {
+            self.client.disconnect();
+            bump(&stats.failed, 1);
+            match e {
+                ScrapeError::Timeout(_) => bump(&stats.timeouts, 1),
+                ScrapeError::Http(HttpError::BodySize(_)) => {
+                    bump(&stats.exceeded_body_size_limit, 1);
+                }
+                ScrapeError::Limit(LimitError::Samples { .. }) => {
+                    bump(&stats.exceeded_sample_limit, 1);
+                }
+                _ => {}
+            }
+            if !e.in_body() {
+                counts = Counts::default();
+            }
+        }
+        let mut ring = ring.borrow_mut();
+        let ok = result.is_ok();
+        let appended = if ok {
+            self.commit_success(&mut ring, ts_ms, &mut counts, duration)
+        } else {
+            self.commit_failure(&mut ring, ts_ms, counts, duration)
+        };
+        match appended {
+            Ok(n) => {
+                bump(&stats.samples_appended, n);
+                if ts_ms > stats.highest_timestamp_ms.get() {
+                    stats.highest_timestamp_ms.set(ts_ms);
+                }
+            }
+            Err(e) => {
+                bump(&stats.append_failures, 1);
+                warn!("target {}: ring append failed: {e}", self.target.url());
+                // Start over with a fresh set at the next scrape.
+                self.chain = Chain::default();
+                self.set_hashes.clear();
+            }
+        }
+        self.log_health(result.err());
+    }
+
+    fn log_health(&mut self, error: Option<ScrapeError>) {
+        match (error, self.up) {
+            (None, was) => {
+                debug!("target {} scraped", self.target.url());
+                if was == Some(false) {
+                    info!(
+                        "target {} is up again after {} failed scrapes",
+                        self.target.url(),
+                        self.failures
+                    );
+                }
+                self.up = Some(true);
+                self.failures = 0;
+            }
+            (Some(e), Some(false)) => {
+                self.failures += 1;
+                debug!("target {} still down: {e}", self.target.url());
+            }
+            (Some(e), _) => {
+                self.failures = 1;
+                self.up = Some(false);
+                warn!("target {} is down: {e}", self.target.url());
+            }
+        }
+    }
+
+    fn report_values(&mut self, up: bool, duration: Duration, counts: Counts) {
+        let v = [
+            if up { 1.0 } else { 0.0 },
+            duration.as_secs_f64(),
+            counts.scraped as f64,
+            counts.post_relabel as f64,
+            counts.added as f64,
+        ];
+        self.values[..REPORTS].copy_from_slice(&v);
+    }
+
+    fn report_hashes(&mut self) {
+        for i in 0..REPORTS {
+            self.set.clear();
+            for (name, value) in self.reports.get(i) {
+                self.set.push(name, value);
+            }
+            self.hashes[i] = self.set.hash();
+        }
+    }
+
+    /// Appends a good scrape: one samples record, or a new set (and stale markers for the
+    /// series that vanished) when the series changed. Returns the samples appended.
+    fn commit_success(
+        &mut self,
+        ring: &mut Ring,
+        ts_ms: i64,
+        counts: &mut Counts,
+        duration: Duration,
+    ) -> Result<u64, WalError> {
+        let same =
+            self.differs_at.is_none() && !self.all_stale && self.chain.series_set().is_some();
+        if same {
+            self.report_values(true, duration, *counts);
+            ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
+            return Ok(self.values.len() as u64);
+        }
+        self.report_hashes();
+        // The series before the first difference are the old set's: read their labels back.
+        let differs_at = self.differs_at.unwrap_or(self.hashes.len() - REPORTS);
+        self.next_set.clear();
+        self.reports.copy_into(&mut self.next_set, |_| true);
+        let old_live = if self.all_stale {
+            &[][..]
+        } else {
+            self.set_hashes.get(REPORTS..).unwrap_or(&[])
+        };
+        // Vanished series: in the old set, not in this scrape.
+        self.sorted.clear();
+        self.sorted.extend_from_slice(&self.hashes[REPORTS..]);
+        self.sorted.sort_unstable();
+        let mut stale = SeriesList::default();
+        let mut kept_old = 0usize;
+        if let Some(old_set) = self.chain.series_set() {
+            if differs_at > 0 || !old_live.is_empty() {
+                match ring.series_set(old_set) {
+                    Some((_, view)) => {
+                        for (i, h) in old_live.iter().enumerate() {
+                            let labels = view.labels(REPORTS + i);
+                            if i < differs_at {
+                                self.next_set.push(labels);
+                                kept_old += 1;
+                            } else if self.sorted.binary_search(h).is_err() {
+                                stale.push(labels);
+                            }
+                        }
+                    }
+                    None => warn!(
+                        "target {}: its previous series-set is gone from the ring; \
+                         vanished series are not stale-marked",
+                        self.target.url()
+                    ),
+                }
+            }
+        }
+        if kept_old < differs_at {
+            // The old set could not be read: nothing to build the unchanged part from. Drop
+            // this scrape's samples and write a full set next time.
+            self.set_hashes.clear();
+            self.chain = Chain::default();
+            return Err(WalError::SetLost);
+        }
+        // Series added: not in the old set.
+        self.sorted.clear();
+        self.sorted.extend_from_slice(old_live);
+        self.sorted.sort_unstable();
+        counts.added = self.hashes[REPORTS..]
+            .iter()
+            .filter(|h| self.sorted.binary_search(h).is_err())
+            .count() as u64;
+        // Duplicates within the scrape keep their first sample.
+        let fresh_start = REPORTS + differs_at;
+        let mut dups = 0;
+        self.sorted.clear();
+        self.sorted.extend_from_slice(&self.hashes[REPORTS..]);
+        self.sorted.sort_unstable();
+        let has_dups = self.sorted.windows(2).any(|w| w[0] == w[1]);
+        if has_dups {
+            let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+            let mut keep = vec![true; self.hashes.len()];
+            for (i, h) in self.hashes.iter().enumerate().skip(REPORTS) {
+                if !seen.insert(*h) {
+                    keep[i] = false;
+                    dups += 1;
+                }
+            }
+            let mut j = 0;
+            self.hashes.retain(|_| {
+                j += 1;
+                keep[j - 1]
+            });
+            j = 0;
+            self.values.retain(|_| {
+                j += 1;
+                keep[j - 1]
+            });
+            self.fresh
+                .copy_into(&mut self.next_set, |i| keep[fresh_start + i]);
+            counts.post_relabel -= dups;
+            bump(&self.stats.duplicates, dups);
+        } else {
+            self.fresh.copy_into(&mut self.next_set, |_| true);
+        }
+        self.report_values(true, duration, *counts);
+        ring.append_series_set(&mut self.chain, self.key, self.next_set.iter())?;
+        bump(&self.stats.set_changes, 1);
+        ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
+        let mut appended = self.values.len() as u64;
+        self.set_hashes.clear();
+        self.set_hashes.extend_from_slice(&self.hashes);
+        self.all_stale = false;
+        if !stale.is_empty() {
+            appended += self.append_stale(ring, &stale, ts_ms)?;
+        }
+        self.next_set.release();
+        self.fresh.release();
+        Ok(appended)
+    }
+
+    /// StaleNaN for each series of `list`, in a set of its own.
+    fn append_stale(
+        &mut self,
+        ring: &mut Ring,
+        list: &SeriesList,
+        ts_ms: i64,
+    ) -> Result<u64, WalError> {
+        let mut chain = Chain::default();
+        ring.append_series_set(&mut chain, self.key, list.iter())?;
+        let values = vec![f64::from_bits(STALE_NAN_BITS); list.len()];
+        ring.append_samples(&mut chain, ts_ms, &values)?;
+        Ok(list.len() as u64)
+    }
+
+    /// Appends a failed scrape: the report series, and a StaleNaN for every series of the
+    /// last good scrape (once).
+    fn commit_failure(
+        &mut self,
+        ring: &mut Ring,
+        ts_ms: i64,
+        counts: Counts,
+        duration: Duration,
+    ) -> Result<u64, WalError> {
+        self.hashes.truncate(REPORTS);
+        self.values.truncate(REPORTS);
+        self.report_values(false, duration, counts);
+        let has_set = self.chain.series_set().is_some();
+        if has_set && self.set_hashes.len() > REPORTS && !self.all_stale {
+            // The old set's series get a StaleNaN on the old chain, beside the report.
+            let n = self.set_hashes.len() - REPORTS;
+            self.values
+                .extend(std::iter::repeat_n(f64::from_bits(STALE_NAN_BITS), n));
+            ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
+            self.all_stale = true;
+            return Ok(self.values.len() as u64);
+        }
+        if !has_set || self.set_hashes.len() != REPORTS {
+            self.report_hashes();
+            ring.append_series_set(&mut self.chain, self.key, self.reports.iter())?;
+            self.set_hashes.clear();
+            self.set_hashes.extend_from_slice(&self.hashes[..REPORTS]);
+            self.all_stale = false;
+        }
+        ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
+        Ok(REPORTS as u64)
+    }
+
+    /// The target is gone (a reload removed it): a StaleNaN for every series it still has,
+    /// report series included, as Prometheus' end-of-run staleness.
+    pub fn stale_all(&mut self, ring: &mut Ring) {
+        let ts_ms = now_ms();
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let result = if self.chain.series_set().is_none() {
+            Ok(())
+        } else if self.all_stale {
+            let reports = std::mem::take(&mut self.reports);
+            let r = self.append_stale(ring, &reports, ts_ms).map(|_| ());
+            self.reports = reports;
+            r
+        } else {
+            self.values.clear();
+            self.values
+                .extend(std::iter::repeat_n(stale, self.set_hashes.len()));
+            ring.append_samples(&mut self.chain, ts_ms, &self.values)
+                .map(|_| ())
+        };
+        if let Err(e) = result {
+            warn!(
+                "target {}: stale markers not written: {e}",
+                self.target.url()
+            );
+        }
+        self.chain = Chain::default();
+        self.set_hashes.clear();
+    }
+}
+
+/// A flag the loop sets to stop a target's task, waking it (no allocation, no channel).
+#[derive(Default)]
+pub struct StopSignal {
+    stopped: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl fmt::Debug for StopSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StopSignal")
+            .field("stopped", &self.stopped.get())
+            .finish()
+    }
+}
+
+impl StopSignal {
+    /// Stops the task at its next wait.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether it was stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Completes once stopped.
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        struct Wait<'a>(&'a StopSignal);
+        impl Future for Wait<'_> {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+                if self.0.stopped.get() {
+                    return Poll::Ready(());
+                }
+                let w = match self.0.waker.take() {
+                    Some(w) if w.will_wake(cx.waker()) => w,
+                    _ => cx.waker().clone(),
+                };
+                self.0.waker.set(Some(w));
+                Poll::Pending
+            }
+        }
+        Wait(self)
+    }
+}
+
+/// When a target scrapes: its first scrape within a second of `start`, then at
+/// `key mod interval` in wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    interval_ms: i64,
+    offset_ms: i64,
+}
+
+impl Schedule {
+    /// The schedule of a target with `key` and `interval`.
+    pub fn new(key: u64, interval: Duration) -> Schedule {
+        let interval_ms = i64::try_from(interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let offset_ms = i64::try_from(key % interval_ms.unsigned_abs()).unwrap_or(0);
+        Schedule {
+            interval_ms,
+            offset_ms,
+        }
+    }
+
+    /// The delay before the first scrape: under a second (or the interval, if shorter).
+    pub fn first(&self, key: u64) -> Duration {
+        let spread = self.interval_ms.min(1000).unsigned_abs();
+        Duration::from_millis(key % spread)
+    }
+
+    /// The wall-clock time of the next scrape after `now_ms`.
+    pub fn next_after(&self, now_ms: i64) -> i64 {
+        let since = (now_ms - self.offset_ms).rem_euclid(self.interval_ms);
+        now_ms - since + self.interval_ms
+    }
+}
+
+/// A target's task: scrapes on its schedule until `stop`, then hands its state back.
+pub async fn run(
+    mut scraper: Scraper,
+    ring: Rc<RefCell<Ring>>,
+    clock: Rc<Clock>,
+    stop: Rc<StopSignal>,
+) -> Scraper {
+    let schedule = Schedule::new(scraper.key(), scraper.target.interval);
+    let mut delay = schedule.first(scraper.key());
+    loop {
+        let stopped = smol::future::or(
+            async {
+                clock.sleep(delay).await;
+                false
+            },
+            async {
+                stop.wait().await;
+                true
+            },
+        )
+        .await;
+        if stopped {
+            return scraper;
+        }
+        let ts = now_ms();
+        scraper.scrape(&ring, &clock, ts).await;
+        let now = now_ms();
+        let next = schedule.next_after(now.max(ts));
+        delay = Duration::from_millis(u64::try_from(next - now).unwrap_or(0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let mut out = Vec::new();
+            base64(plain.as_bytes(), &mut out);
+            assert_eq!(String::from_utf8(out).expect("ascii"), encoded, "{plain}");
+        }
+    }
+
+    #[test]
+    fn schedule_keeps_a_stable_offset() {
+        let s = Schedule::new(12_345, Duration::from_secs(15));
+        assert_eq!(s.offset_ms, 12_345);
+        // From any time, the next scrape is at the offset within an interval.
+        for now in [0i64, 1, 12_345, 12_346, 1_700_000_000_000] {
+            let next = s.next_after(now);
+            assert!(next > now && next - now <= 15_000, "{now} → {next}");
+            assert_eq!((next - 12_345).rem_euclid(15_000), 0);
+        }
+        assert!(s.first(12_345) < Duration::from_secs(1));
+        let fast = Schedule::new(777, Duration::from_millis(200));
+        assert!(fast.first(777) < Duration::from_millis(200));
+    }
+}

@@ -19,6 +19,7 @@ DEBIAN_PACKAGES=(
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross  # armv7 linker
   qemu-user-static           # runs the ARM tests and binaries
   file                       # reports static linking
+  openssl                    # test certificates and a TLS server for the sender's TLS test
 )
 RUST_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf x86_64-unknown-linux-musl)
 

@@ -18,6 +18,10 @@ const DOTTED: &[(&str, &str)] = &[
         "--storage.agent.sync-interval",
     ),
     ("--storage-agent-path", "--storage.agent.path"),
+    (
+        "--storage-remote-flush-deadline",
+        "--storage.remote.flush-deadline",
+    ),
     ("--storage-agent-size", "--storage.agent.size"),
     ("--web-listen-address", "--web.listen-address"),
     ("--config-file", "--config.file"),
@@ -42,6 +46,10 @@ pub struct Args {
     /// longest time appended data may wait for msync: what a power cut can lose (default: 10s)
     #[argh(option, default = "Duration::from_secs(10)", from_str_fn(duration))]
     pub storage_agent_sync_interval: Duration,
+
+    /// longest time senders flush what the ring holds on shutdown; a failing receiver ends it at once, the rest is sent at the next start (default: 1m)
+    #[argh(option, default = "Duration::from_secs(60)", from_str_fn(duration))]
+    pub storage_remote_flush_deadline: Duration,
 
     /// address of promlet's own HTTP server (default: 0.0.0.0:9099)
     #[argh(
@@ -269,6 +277,7 @@ mod tests {
         assert_eq!(a.storage_agent_path, "data-agent/");
         assert_eq!(a.storage_agent_size, 64 << 20);
         assert_eq!(a.storage_agent_sync_interval, Duration::from_secs(10));
+        assert_eq!(a.storage_remote_flush_deadline, Duration::from_secs(60));
         assert_eq!(a.web_listen_address, "0.0.0.0:9099");
         assert_eq!(a.log_level, log::LevelFilter::Info);
     }
@@ -286,6 +295,10 @@ mod tests {
         assert_eq!(
             run(&["--storage.agent.sync-interval=1m30s"]).storage_agent_sync_interval,
             Duration::from_secs(90)
+        );
+        assert_eq!(
+            run(&["--storage.remote.flush-deadline", "5s"]).storage_remote_flush_deadline,
+            Duration::from_secs(5)
         );
     }
 

@@ -32,6 +32,7 @@ pub mod flags;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod labels;
+pub mod lifecycle;
 pub mod limits;
 pub mod parse;
 pub mod relabel;

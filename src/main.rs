@@ -10,7 +10,10 @@ use std::process::ExitCode;
 use log::{error, info, warn};
 use promlet::config::{units::format_duration, Config, ConfigError, DEFAULT_CONFIG};
 use promlet::flags::{self, Args, CheckWhat, Command, Parsed, WalCommand};
+use promlet::lifecycle::Agent;
 use promlet::wal::Ring;
+use promlet::web;
+use std::rc::Rc;
 
 fn main() -> ExitCode {
     let args = match flags::parse(std::env::args().skip(1)) {
@@ -133,12 +136,20 @@ fn describe(config: &Config) {
     }
 }
 
-/// Runs the agent. Until the scrape loop and sender land (issues 5–6), it loads the config,
-/// opens the ring (locking its directory), logs both, and waits: SIGHUP reloads (a bad config
-/// is refused and the old one kept), SIGTERM or SIGINT syncs the ring and stops.
+/// Runs the agent: the loop (scrape tasks, the self HTTP server, signals), one sender thread
+/// per `remote_write`. SIGHUP and `POST /-/reload` reload (a bad config is refused and the
+/// old one kept); SIGTERM or SIGINT stop: scraping ends, senders flush up to
+/// `--storage.remote.flush-deadline`, the ring is synced.
 fn run(args: &Args) -> ExitCode {
     let level = args.log_level;
-    if let Err(e) = simple_logger::SimpleLogger::new().with_level(level).init() {
+    // ureq's debug lines are the wire (connections, pooled sockets, redacted request heads):
+    // trace in promlet's contract, which --log.level does not offer. Its warnings stay.
+    let wire = level.min(log::LevelFilter::Info);
+    let logger = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_module_level("ureq", wire)
+        .with_module_level("ureq_proto", wire);
+    if let Err(e) = logger.init() {
         eprintln!("cannot start logging: {e}");
         return ExitCode::FAILURE;
     }
@@ -156,7 +167,7 @@ fn run(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut config = match load(args) {
+    let config = match load(args) {
         Ok(c) => c,
         Err(e) => {
             error!("refusing to start: {e}");
@@ -164,7 +175,7 @@ fn run(args: &Args) -> ExitCode {
         }
     };
     describe(&config);
-    let mut ring = match Ring::open(Path::new(&args.storage_agent_path), args.storage_agent_size) {
+    let ring = match Ring::open(Path::new(&args.storage_agent_path), args.storage_agent_size) {
         Ok(r) => r,
         Err(e) => {
             error!("refusing to start: {e}");
@@ -172,59 +183,118 @@ fn run(args: &Args) -> ExitCode {
         }
     };
     info!(
-        "ring {} bytes in {:?}: {} bytes held, {} records recovered past the last sync",
+        "ring {} bytes in {:?}: {} bytes held, {} records recovered past the last sync; sync every {}",
         args.storage_agent_size,
         args.storage_agent_path,
         ring.head() - ring.tail(),
-        ring.stats().recovered_records
-    );
-    info!(
-        "sync every {}, listening on {} — scraping and remote write are not built yet; \
-         waiting for a signal",
+        ring.stats().recovered_records,
         format_duration(args.storage_agent_sync_interval),
-        args.web_listen_address
     );
-    // Until the senders of issue 6 take the periodic sync over, a thread of its own runs it:
-    // msync waits for the disk, which the loop must never do.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let syncing = {
-        let (syncer, stop) = (ring.syncer(), std::sync::Arc::clone(&stop));
-        let every = args.storage_agent_sync_interval;
-        std::thread::Builder::new()
-            .name("promlet-sync".into())
-            .spawn(move || syncer.run(every, &stop))
+    let listener = match std::net::TcpListener::bind(&args.web_listen_address)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(smol::net::TcpListener::try_from)
+    {
+        Ok(l) => l,
+        Err(e) => {
+            error!(
+                "refusing to start: cannot listen on {}: {e}",
+                args.web_listen_address
+            );
+            return ExitCode::FAILURE;
+        }
     };
-    smol::block_on(async {
+    info!("listening on {}", args.web_listen_address);
+    let ex = Rc::new(smol::LocalExecutor::new());
+    let mut agent = Agent::start(
+        config,
+        ring,
+        Rc::clone(&ex),
+        args.storage_agent_sync_interval,
+    );
+    let (reload_tx, reload_rx) =
+        smol::channel::bounded::<smol::channel::Sender<Result<(), String>>>(1);
+    let web_stats = Rc::new(web::WebStats::default());
+    let render_agent = agent.metrics_renderer();
+    let render_stats = Rc::clone(&web_stats);
+    let web = Rc::new(web::Web {
+        metrics: Box::new(move |out| {
+            render_agent(out);
+            render_stats.render(out);
+        }),
+        // The ring is open and the config loaded: ready.
+        ready: Rc::new(std::cell::Cell::new(true)),
+        reload: reload_tx,
+        stats: web_stats,
+    });
+    let server = ex.spawn({
+        let serving = web::serve(listener, Rc::clone(&web), Rc::clone(&ex));
+        async move {
+            let e = serving.await;
+            error!("the web server stopped: {e}");
+        }
+    });
+    smol::block_on(ex.run(async {
         use smol::stream::StreamExt;
-        while let Some(signal) = signals.next().await {
-            match signal {
-                Ok(async_signal::Signal::Hup) => match load(args) {
-                    Ok(c) => {
-                        config = c;
-                        info!("config reloaded");
-                        describe(&config);
-                    }
-                    Err(e) => error!("reload refused, keeping the running config: {e}"),
-                },
-                Ok(other) => {
+        enum Event {
+            Signal(Option<std::io::Result<async_signal::Signal>>),
+            Reload(Option<smol::channel::Sender<Result<(), String>>>),
+        }
+        loop {
+            let event = smol::future::or(async { Event::Signal(signals.next().await) }, async {
+                Event::Reload(reload_rx.recv().await.ok())
+            })
+            .await;
+            match event {
+                Event::Signal(Some(Ok(async_signal::Signal::Hup))) => {
+                    let _ = reload(args, &mut agent).await;
+                }
+                Event::Reload(Some(reply)) => {
+                    let _ = reply.send(reload(args, &mut agent).await).await;
+                }
+                Event::Reload(None) => {}
+                Event::Signal(Some(Ok(other))) => {
                     info!("{other:?} received, stopping");
                     break;
                 }
-                Err(e) => {
+                Event::Signal(Some(Err(e))) => {
                     error!("signal stream failed: {e}");
                     break;
                 }
+                Event::Signal(None) => break,
             }
         }
-    });
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    if let Ok(t) = syncing {
-        t.thread().unpark();
-        let _ = t.join();
+    }));
+    drop(server);
+    web.ready.set(false);
+    match agent.stop(args.storage_remote_flush_deadline) {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("ring: final sync failed: {e}");
+            ExitCode::FAILURE
+        }
     }
-    if let Err(e) = ring.sync() {
-        error!("ring: final sync failed: {e}");
-        return ExitCode::FAILURE;
+}
+
+/// Loads the config again and applies it, or keeps the running one.
+async fn reload(args: &Args, agent: &mut Agent) -> Result<(), String> {
+    match load(args) {
+        Ok(c) => {
+            agent.apply(c).await;
+            info!("config reloaded");
+            describe(&agent.config);
+            Ok(())
+        }
+        Err(e) => {
+            error!("reload refused, keeping the running config: {e}");
+            agent.shared.reload_ok.set(false);
+            agent
+                .shared
+                .reload_failures
+                .set(agent.shared.reload_failures.get() + 1);
+            Err(e.to_string())
+        }
     }
-    ExitCode::SUCCESS
 }

@@ -229,8 +229,9 @@ fn the_agent_runs_reloads_on_sighup_and_stops_on_sigterm() {
         "--storage.agent.path",
         &dir.0.join("data").to_string_lossy(),
         "--log.level=info",
+        "--web.listen-address=127.0.0.1:0",
     ]);
-    agent.wait_for("waiting for a signal");
+    agent.wait_for("listening on");
 
     std::fs::write(&config, INVALID).expect("write");
     agent.signal("HUP");
@@ -263,7 +264,7 @@ fn the_agent_starts_on_the_builtin_config_with_dashed_flags() {
         line.contains("2 scrape configs, 1 remote_write endpoints"),
         "{line}"
     );
-    agent.wait_for("waiting for a signal");
+    agent.wait_for("listening on");
     agent.signal("INT");
     assert_eq!(agent.wait_exit(), Some(0));
 }
@@ -279,7 +280,7 @@ fn a_second_agent_on_the_same_storage_is_refused_naming_the_first() {
         "--web.listen-address=127.0.0.1:0",
     ];
     let mut first = Agent::start(&args);
-    first.wait_for("waiting for a signal");
+    first.wait_for("listening on");
     let ring = std::fs::metadata(dir.0.join("data/ring")).expect("ring file");
     assert_eq!(
         ring.len(),
@@ -300,7 +301,7 @@ fn a_second_agent_on_the_same_storage_is_refused_naming_the_first() {
     first.signal("TERM");
     assert_eq!(first.wait_exit(), Some(0));
     let mut again = Agent::start(&args);
-    again.wait_for("waiting for a signal");
+    again.wait_for("listening on");
     again.signal("TERM");
     assert_eq!(again.wait_exit(), Some(0));
 

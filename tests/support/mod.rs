@@ -7,6 +7,8 @@
 use std::net::TcpListener;
 use std::process::Child;
 
+pub mod json;
+pub mod peers;
 pub mod receiver;
 
 /// A child process we started, killed and reaped when dropped (never by name).

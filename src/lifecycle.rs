@@ -1,0 +1,647 @@
+//! The running agent: start, reload, stop (DESIGN.md, threads and lifecycle).
+//!
+//! [`Agent`] owns what the loop runs: one task per target, one sender thread per
+//! `remote_write`, the self HTTP server. A reload (SIGHUP or `POST /-/reload`) loads and
+//! validates the file first and keeps running on the old config if it is refused. A good
+//! config is applied as Prometheus applies one: targets that are still there keep their task
+//! and staleness state (a changed job setting restarts the task with its state), removed
+//! targets stale-mark their series, new ones start. Senders whose endpoint settings changed
+//! are restarted from their cursor; removed endpoints forget theirs.
+//!
+//! Stop (SIGTERM, SIGINT): scrape tasks end at once (appends are never half done: they run
+//! between awaits), senders get `--storage.remote.flush-deadline` to send what the ring holds,
+//! then the ring is synced. What was not sent is sent at the next start, from the cursors.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{error, info, warn};
+
+use crate::config::{Config, RemoteWriteConfig, ScrapeConfig};
+use crate::scrape::clock::Clock;
+use crate::scrape::{self, ScrapeStats, Scraper, StopSignal};
+use crate::selfmetrics::Kind;
+use crate::send::sender::{endpoint_key, Control, Sender, SenderStats};
+use crate::targets::{self, Target};
+use crate::wal::Ring;
+
+/// A target's running task.
+#[derive(Debug)]
+struct Running {
+    stop: Rc<StopSignal>,
+    task: smol::Task<Scraper>,
+    job: Rc<ScrapeConfig>,
+    target: Target,
+}
+
+/// One endpoint's sender thread.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The endpoint's config.
+    pub config: RemoteWriteConfig,
+    /// Its ring cursor key.
+    pub key: u64,
+    /// Its counters.
+    pub stats: Arc<SenderStats>,
+    control: Arc<Control>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the self-metrics read: shared on the loop thread.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Scrape counters.
+    pub scrapes: Rc<ScrapeStats>,
+    /// The running endpoints.
+    pub endpoints: RefCell<Vec<Endpoint>>,
+    /// Targets per job, as discovered.
+    pub discovered: RefCell<Vec<(String, usize)>>,
+    /// Whether the last reload succeeded.
+    pub reload_ok: Cell<bool>,
+    /// When the config was last loaded, seconds since the epoch.
+    pub reload_time_s: Cell<f64>,
+    /// Reloads refused.
+    pub reload_failures: Cell<u64>,
+}
+
+/// The ring's periodic sync when no sender runs it (a config with no `remote_write`).
+#[derive(Debug)]
+struct SyncThread {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// The running agent.
+#[derive(Debug)]
+pub struct Agent {
+    /// The config in force.
+    pub config: Config,
+    ring: Rc<RefCell<Ring>>,
+    ex: Rc<smol::LocalExecutor<'static>>,
+    clock: Rc<Clock>,
+    _clock_driver: smol::Task<()>,
+    running: HashMap<u64, Running>,
+    /// What the self-metrics read.
+    pub shared: Rc<Shared>,
+    sync_every: Duration,
+    sync_thread: Option<SyncThread>,
+}
+
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// A target and the scrape config it came from.
+type JobTarget = (Target, Rc<ScrapeConfig>);
+
+/// Renders the `/metrics` page into a buffer.
+pub type Render = Box<dyn Fn(&mut Vec<u8>)>;
+
+/// One per-endpoint family: name, help, type, and how to read it.
+type EndpointFamily = (
+    &'static str,
+    &'static str,
+    Kind,
+    fn(&Endpoint, &Ring) -> f64,
+);
+
+/// Every target of `config`, with its job. Targets the relabel rules drop are left out;
+/// targets Prometheus would refuse are logged and left out.
+fn wanted(config: &Config) -> (Vec<JobTarget>, Vec<(String, usize)>) {
+    let mut all = Vec::new();
+    let mut per_job = Vec::new();
+    for sc in &config.scrape_configs {
+        if !sc.file_sd_configs.is_empty() {
+            warn!(
+                "job {:?}: file_sd_configs are not read yet (issue 7); only static_configs are scraped",
+                sc.job_name
+            );
+        }
+        let job = Rc::new(sc.clone());
+        let (targets, errors) = targets::build(&sc.static_configs, sc);
+        for e in errors {
+            warn!("{e}");
+        }
+        let limit = sc.limits.target_limit;
+        if limit > 0 && targets.len() as u64 > limit {
+            warn!(
+                "job {:?}: {} targets exceed target_limit {limit}; none is scraped",
+                sc.job_name,
+                targets.len()
+            );
+            per_job.push((sc.job_name.clone(), 0));
+            continue;
+        }
+        per_job.push((sc.job_name.clone(), targets.len()));
+        all.extend(targets.into_iter().map(|t| (t, Rc::clone(&job))));
+    }
+    (all, per_job)
+}
+
+impl Agent {
+    /// Starts the agent on `config`: scrape tasks on `ex`, sender threads.
+    pub fn start(
+        config: Config,
+        ring: Ring,
+        ex: Rc<smol::LocalExecutor<'static>>,
+        sync_every: Duration,
+    ) -> Agent {
+        let shared = Rc::new(Shared::default());
+        shared.reload_ok.set(true);
+        shared.reload_time_s.set(now_s());
+        let clock = Clock::new();
+        let driver = ex.spawn(Rc::clone(&clock).drive());
+        let mut agent = Agent {
+            config: config.clone(),
+            ring: Rc::new(RefCell::new(ring)),
+            ex,
+            clock,
+            _clock_driver: driver,
+            running: HashMap::new(),
+            shared,
+            sync_every,
+            sync_thread: None,
+        };
+        // Endpoints first: a new endpoint's reader starts at the head, so it must exist
+        // before the first scrape is appended.
+        agent.start_senders();
+        agent.start_targets(&config);
+        agent
+    }
+
+    /// The ring, shared with the scrape tasks.
+    pub fn ring(&self) -> &Rc<RefCell<Ring>> {
+        &self.ring
+    }
+
+    fn spawn(&mut self, target: Target, job: Rc<ScrapeConfig>, scraper: Option<Scraper>) {
+        let scraper = match scraper {
+            Some(mut s) => {
+                s.reconfigure(target.clone(), Rc::clone(&job));
+                s
+            }
+            None => Scraper::new(
+                target.clone(),
+                Rc::clone(&job),
+                Rc::clone(&self.shared.scrapes),
+            ),
+        };
+        let key = scraper.key();
+        let stop = Rc::new(StopSignal::default());
+        let task = self.ex.spawn(scrape::run(
+            scraper,
+            Rc::clone(&self.ring),
+            Rc::clone(&self.clock),
+            Rc::clone(&stop),
+        ));
+        self.running.insert(
+            key,
+            Running {
+                stop,
+                task,
+                job,
+                target,
+            },
+        );
+    }
+
+    fn start_targets(&mut self, config: &Config) {
+        let (targets, per_job) = wanted(config);
+        *self.shared.discovered.borrow_mut() = per_job;
+        for (t, job) in targets {
+            if !self.running.contains_key(&t.key()) {
+                self.spawn(t, job, None);
+            }
+        }
+    }
+
+    /// Applies a new config (already validated). See the module docs.
+    pub async fn apply(&mut self, config: Config) {
+        let (targets, per_job) = wanted(&config);
+        *self.shared.discovered.borrow_mut() = per_job;
+        let mut keep: HashMap<u64, (Target, Rc<ScrapeConfig>)> = targets
+            .into_iter()
+            .map(|(t, j)| (t.key(), (t, j)))
+            .collect();
+        let keys: Vec<u64> = self.running.keys().copied().collect();
+        let (mut removed, mut restarted) = (0, 0);
+        for key in keys {
+            let same = match (self.running.get(&key), keep.get(&key)) {
+                (Some(r), Some((t, j))) => *r.job == **j && r.target == *t,
+                _ => false,
+            };
+            if same {
+                keep.remove(&key);
+                continue;
+            }
+            let Some(r) = self.running.remove(&key) else {
+                continue;
+            };
+            r.stop.stop();
+            let mut scraper = r.task.await;
+            match keep.remove(&key) {
+                Some((t, j)) => {
+                    restarted += 1;
+                    self.spawn(t, j, Some(scraper));
+                }
+                None => {
+                    removed += 1;
+                    scraper.stale_all(&mut self.ring.borrow_mut());
+                }
+            }
+        }
+        let added = keep.len();
+        for (_, (t, j)) in keep {
+            self.spawn(t, j, None);
+        }
+        info!("targets: {added} added, {removed} removed (stale-marked), {restarted} restarted with new settings");
+        let endpoints_changed = self.config.remote_write != config.remote_write
+            || self.config.global.external_labels != config.global.external_labels;
+        self.config = config;
+        if endpoints_changed {
+            self.stop_senders(Instant::now());
+            // Threads stopped with a deadline of now return within one request; wait
+            // without blocking the loop.
+            loop {
+                let done = self
+                    .shared
+                    .endpoints
+                    .borrow()
+                    .iter()
+                    .all(|e| e.thread.as_ref().is_none_or(JoinHandle::is_finished));
+                if done {
+                    break;
+                }
+                smol::Timer::after(Duration::from_millis(20)).await;
+            }
+            self.join_senders();
+            self.start_senders();
+        }
+        self.shared.reload_ok.set(true);
+        self.shared.reload_time_s.set(now_s());
+    }
+
+    fn start_senders(&mut self) {
+        let mut ring = self.ring.borrow_mut();
+        let keys: Vec<u64> = self.config.remote_write.iter().map(endpoint_key).collect();
+        ring.retain_cursors(&keys);
+        let mut endpoints = self.shared.endpoints.borrow_mut();
+        endpoints.clear();
+        for (i, rw) in self.config.remote_write.iter().enumerate() {
+            let key = keys[i];
+            let stats = Arc::new(SenderStats::default());
+            let control = Arc::new(Control::default());
+            let origin = format!("{}://{}", rw.url.scheme, rw.url.host);
+            let thread = ring
+                .consumer(key)
+                .map_err(|e| e.to_string())
+                .and_then(|consumer| {
+                    Sender::new(
+                        rw,
+                        &self.config.global.external_labels,
+                        consumer,
+                        Arc::clone(&stats),
+                        Arc::clone(&control),
+                    )
+                    .map_err(|e| e.to_string())
+                })
+                .and_then(|sender| {
+                    let sender = if i == 0 {
+                        sender.with_sync(ring.syncer(), self.sync_every)
+                    } else {
+                        sender
+                    };
+                    sender
+                        .spawn(format!("promlet-send-{i}"))
+                        .map_err(|e| e.to_string())
+                });
+            let thread = match thread {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    error!("remote_write {origin}: cannot start its sender: {e}");
+                    None
+                }
+            };
+            endpoints.push(Endpoint {
+                config: rw.clone(),
+                key,
+                stats,
+                control,
+                thread,
+            });
+        }
+        let syncing = endpoints.first().is_some_and(|e| e.thread.is_some());
+        drop(endpoints);
+        if syncing {
+            if let Some(s) = self.sync_thread.take() {
+                s.stop.store(true, Ordering::SeqCst);
+                s.thread.thread().unpark();
+                let _ = s.thread.join();
+            }
+        } else if self.sync_thread.is_none() {
+            // No sender runs the periodic sync: a thread of its own does (msync waits for
+            // the disk, which the loop must never do).
+            let stop = Arc::new(AtomicBool::new(false));
+            let syncer = ring.syncer();
+            let every = self.sync_every;
+            let flag = Arc::clone(&stop);
+            match std::thread::Builder::new()
+                .name("promlet-sync".into())
+                .spawn(move || syncer.run(every, &flag))
+            {
+                Ok(thread) => self.sync_thread = Some(SyncThread { stop, thread }),
+                Err(e) => error!("cannot start the ring's sync thread: {e}"),
+            }
+        }
+    }
+
+    fn stop_senders(&self, deadline: Instant) {
+        for e in self.shared.endpoints.borrow().iter() {
+            e.control.stop(deadline);
+        }
+    }
+
+    fn join_senders(&self) {
+        for e in self.shared.endpoints.borrow_mut().iter_mut() {
+            if let Some(t) = e.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Stops: scrape tasks end now, senders flush until `flush_deadline`, the ring is synced.
+    pub fn stop(mut self, flush_deadline: Duration) -> Result<(), crate::wal::WalError> {
+        for (_, r) in self.running.drain() {
+            drop(r.task);
+        }
+        self.stop_senders(Instant::now() + flush_deadline);
+        // The loop is over: blocking here is what stopping means.
+        self.join_senders();
+        if let Some(s) = self.sync_thread.take() {
+            s.stop.store(true, Ordering::SeqCst);
+            s.thread.thread().unpark();
+            let _ = s.thread.join();
+        }
+        let result = self.ring.borrow_mut().sync();
+        result
+    }
+}
+
+impl Agent {
+    /// The `/metrics` page: Prometheus' names where the meaning is the same, `promlet_*` for
+    /// the ring. It reads counters only (atomics, cells), so rendering never waits.
+    pub fn metrics_renderer(&self) -> Render {
+        let shared = Rc::clone(&self.shared);
+        let ring = Rc::clone(&self.ring);
+        let scratch = RefCell::new(Vec::new());
+        Box::new(move |out| {
+            render(out, &shared, &ring.borrow());
+            crate::selfmetrics::process(out, &mut scratch.borrow_mut());
+        })
+    }
+}
+
+/// Writes the agent's own series (see [`Agent::metrics_renderer`]).
+fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
+    use crate::selfmetrics::{family, sample, sample_u64};
+    let s = &shared.scrapes;
+    let counter = |out: &mut Vec<u8>, name: &str, help: &str, v: u64| {
+        family(out, name, help, Kind::Counter);
+        sample_u64(out, name, &[], v);
+    };
+    family(
+        out,
+        "prometheus_config_last_reload_successful",
+        "Whether the last configuration reload attempt was successful.",
+        Kind::Gauge,
+    );
+    sample_u64(
+        out,
+        "prometheus_config_last_reload_successful",
+        &[],
+        u64::from(shared.reload_ok.get()),
+    );
+    family(
+        out,
+        "prometheus_config_last_reload_success_timestamp_seconds",
+        "Timestamp of the last successful configuration reload.",
+        Kind::Gauge,
+    );
+    sample(
+        out,
+        "prometheus_config_last_reload_success_timestamp_seconds",
+        &[],
+        shared.reload_time_s.get(),
+    );
+    counter(
+        out,
+        "promlet_config_reload_failures_total",
+        "Configuration reloads refused.",
+        shared.reload_failures.get(),
+    );
+    family(
+        out,
+        "prometheus_sd_discovered_targets",
+        "Current number of discovered targets.",
+        Kind::Gauge,
+    );
+    for (job, n) in shared.discovered.borrow().iter() {
+        sample_u64(
+            out,
+            "prometheus_sd_discovered_targets",
+            &[("config", job), ("name", "scrape")],
+            *n as u64,
+        );
+    }
+    counter(
+        out,
+        "promlet_target_scrapes_total",
+        "Scrapes run.",
+        s.scrapes.get(),
+    );
+    counter(
+        out,
+        "promlet_target_scrapes_failed_total",
+        "Scrapes that failed.",
+        s.failed.get(),
+    );
+    counter(
+        out,
+        "prometheus_target_scrapes_exceeded_sample_limit_total",
+        "Total number of scrapes that hit the sample limit and were rejected.",
+        s.exceeded_sample_limit.get(),
+    );
+    counter(
+        out,
+        "prometheus_target_scrapes_exceeded_body_size_limit_total",
+        "Total number of scrapes that hit the body size limit",
+        s.exceeded_body_size_limit.get(),
+    );
+    counter(
+        out,
+        "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+        "Total number of samples rejected due to duplicate timestamps but different values.",
+        s.duplicates.get(),
+    );
+    counter(
+        out,
+        "promlet_target_scrape_timeouts_total",
+        "Scrapes that reached scrape_timeout.",
+        s.timeouts.get(),
+    );
+    counter(
+        out,
+        "promlet_samples_appended_total",
+        "Samples appended to the ring, report series and stale markers included.",
+        s.samples_appended.get(),
+    );
+    counter(
+        out,
+        "promlet_series_set_changes_total",
+        "Series-sets written because a target's series changed.",
+        s.set_changes.get(),
+    );
+    family(
+        out,
+        "prometheus_remote_storage_highest_timestamp_in_seconds",
+        "Highest timestamp that has come into the remote storage via the Appender interface, in seconds since epoch.",
+        Kind::Gauge,
+    );
+    sample(
+        out,
+        "prometheus_remote_storage_highest_timestamp_in_seconds",
+        &[],
+        s.highest_timestamp_ms.get() as f64 / 1000.0,
+    );
+    let rs = ring.stats();
+    counter(
+        out,
+        "promlet_wal_bytes_written_total",
+        "Bytes of records appended to the ring.",
+        rs.bytes_appended,
+    );
+    counter(
+        out,
+        "promlet_wal_records_total",
+        "Records appended to the ring.",
+        rs.records_appended,
+    );
+    counter(
+        out,
+        "promlet_wal_overwritten_samples_total",
+        "Samples the ring's head overwrote before an endpoint had sent them.",
+        rs.samples_overwritten,
+    );
+    counter(
+        out,
+        "promlet_wal_damaged_skips_total",
+        "Times damaged ring bytes were skipped.",
+        rs.damaged_skips,
+    );
+    counter(
+        out,
+        "promlet_wal_syncs_total",
+        "Ring header writes (msync).",
+        rs.syncs,
+    );
+    family(
+        out,
+        "promlet_wal_capacity_bytes",
+        "Size of the ring.",
+        Kind::Gauge,
+    );
+    sample_u64(out, "promlet_wal_capacity_bytes", &[], ring.capacity());
+    family(
+        out,
+        "promlet_wal_used_bytes",
+        "Bytes the ring holds.",
+        Kind::Gauge,
+    );
+    sample_u64(
+        out,
+        "promlet_wal_used_bytes",
+        &[],
+        ring.head() - ring.tail(),
+    );
+    let endpoints = shared.endpoints.borrow();
+    let per_endpoint: [EndpointFamily; 9] = [
+        (
+            "prometheus_remote_storage_samples_total",
+            "Total number of samples sent to remote storage.",
+            Kind::Counter,
+            |e, _| e.stats.samples_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "prometheus_remote_storage_samples_failed_total",
+            "Total number of samples which failed on send to remote storage, non-recoverable errors.",
+            Kind::Counter,
+            |e, _| e.stats.samples_failed_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "prometheus_remote_storage_samples_retried_total",
+            "Total number of samples which failed on send to remote storage but were retried because the send error was recoverable.",
+            Kind::Counter,
+            |e, _| e.stats.samples_retried_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "prometheus_remote_storage_samples_dropped_total",
+            "Total number of samples which were dropped after being read from the WAL before being sent via remote write, either via relabelling or unintentionally because of an unknown reference ID.",
+            Kind::Counter,
+            |e, _| e.stats.samples_dropped_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "prometheus_remote_storage_samples_pending",
+            "The number of samples pending in the queues shards to be sent to the remote storage.",
+            Kind::Gauge,
+            |e, _| e.stats.samples_pending.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "prometheus_remote_storage_queue_highest_sent_timestamp_seconds",
+            "Timestamp from a WAL sample, the highest timestamp successfully sent by this queue, in seconds since epoch.",
+            Kind::Gauge,
+            |e, _| e.stats.highest_sent_timestamp_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        ),
+        (
+            "prometheus_remote_storage_bytes_total",
+            "The total number of bytes of data (not metadata) sent by the queue after compression.",
+            Kind::Counter,
+            |e, _| e.stats.sent_bytes_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "promlet_wal_endpoint_overwritten_samples_total",
+            "Samples overwritten in the ring before this endpoint sent them.",
+            Kind::Counter,
+            |e, r| r.endpoint(e.key).map_or(0, |s| s.overwritten) as f64,
+        ),
+        (
+            "promlet_wal_endpoint_undecodable_samples_total",
+            "Samples this endpoint could not decode (their series-set was overwritten).",
+            Kind::Counter,
+            |e, r| r.endpoint(e.key).map_or(0, |s| s.undecodable) as f64,
+        ),
+    ];
+    for (name, help, kind, value) in per_endpoint {
+        family(out, name, help, kind);
+        for e in endpoints.iter() {
+            let remote_name = if e.config.name.is_empty() {
+                format!("{:016x}", e.key)
+            } else {
+                e.config.name.clone()
+            };
+            sample(
+                out,
+                name,
+                &[("remote_name", &remote_name), ("url", &e.config.url.host)],
+                value(e, ring),
+            );
+        }
+    }
+}

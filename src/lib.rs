@@ -27,6 +27,10 @@
 
 #![deny(unsafe_code)]
 
+/// The `User-Agent` of scrapes and remote writes.
+pub const USER_AGENT: &str = concat!("promlet/", env!("CARGO_PKG_VERSION"));
+
+pub mod auth;
 pub mod config;
 pub mod flags;
 #[doc(hidden)]

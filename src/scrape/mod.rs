@@ -41,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
 
-use crate::config::http::{Auth, Secret};
+use crate::auth::{Credentials, CredentialsError};
 use crate::config::ScrapeConfig;
 use crate::labels::{HonorLabels, LabelSet};
 use crate::limits::{check_labels, LimitError, SampleCounter};
@@ -69,8 +69,7 @@ const REPORTS: usize = REPORT_SERIES.len();
 const WINDOW_MAX: usize = 1 << 20;
 const WINDOW_START: usize = 16 << 10;
 
-/// The `User-Agent` of scrapes.
-pub const USER_AGENT: &str = concat!("promlet/", env!("CARGO_PKG_VERSION"));
+use crate::USER_AGENT;
 
 /// Why a scrape failed. The target is down with this reason until a scrape succeeds.
 #[derive(Debug)]
@@ -90,7 +89,7 @@ pub enum ScrapeError {
     /// A series has a label name twice.
     DuplicateLabel(String),
     /// The credentials file could not be read.
-    Credentials(std::io::Error),
+    Credentials(CredentialsError),
 }
 
 impl fmt::Display for ScrapeError {
@@ -109,7 +108,7 @@ impl fmt::Display for ScrapeError {
             ScrapeError::Limit(e) => e.fmt(f),
             ScrapeError::NoName => f.write_str("__name__ label is missing"),
             ScrapeError::DuplicateLabel(name) => write!(f, "label name {name:?} is not unique"),
-            ScrapeError::Credentials(e) => write!(f, "cannot read the credentials file: {e}"),
+            ScrapeError::Credentials(e) => e.fmt(f),
         }
     }
 }
@@ -186,6 +185,7 @@ pub struct Scraper {
     job: Rc<ScrapeConfig>,
     key: u64,
     client: Client,
+    credentials: Credentials,
     window: Window,
     parser: Parser,
     set: LabelSet,
@@ -229,69 +229,13 @@ fn now_ms() -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// `AUTHORIZATION: ` header value bytes for `auth`, read fresh (files rotate).
-fn write_auth(auth: &Auth, out: &mut Vec<u8>) -> Result<(), std::io::Error> {
-    fn secret(s: &Secret, out: &mut Vec<u8>) -> Result<(), std::io::Error> {
-        match s {
-            Secret::Empty => {}
-            Secret::Inline(v) => out.extend_from_slice(v.as_bytes()),
-            Secret::File(path) => {
-                // A small file in a secret volume or tmpfs: read from the page cache, it does
-                // not wait on a disk. Prometheus re-reads it per request too (token rotation).
-                let text = std::fs::read(path)?;
-                out.extend_from_slice(text.trim_ascii());
-            }
-        }
-        Ok(())
-    }
-    match auth {
-        Auth::None => {}
-        Auth::Authorization { kind, credentials } => {
-            out.extend_from_slice(b"Authorization: ");
-            out.extend_from_slice(kind.as_bytes());
-            out.push(b' ');
-            secret(credentials, out)?;
-            out.extend_from_slice(b"\r\n");
-        }
-        Auth::Basic { username, password } => {
-            let mut plain = Vec::with_capacity(64);
-            plain.extend_from_slice(username.as_bytes());
-            plain.push(b':');
-            secret(password, &mut plain)?;
-            out.extend_from_slice(b"Authorization: Basic ");
-            base64(&plain, out);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    Ok(())
-}
-
-/// Standard base64 with padding (RFC 4648 §4), for basic auth.
-fn base64(data: &[u8], out: &mut Vec<u8>) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[usize::try_from(n >> (18 - 6 * i) & 63).unwrap_or(0)]);
-            } else {
-                out.push(b'=');
-            }
-        }
-    }
-}
-
 impl Scraper {
     /// The state of a new target (allocates its buffers once).
     pub fn new(target: Target, job: Rc<ScrapeConfig>, stats: Rc<ScrapeStats>) -> Scraper {
         let mut s = Scraper {
             key: target.key(),
             client: Client::new(&target.address),
+            credentials: Credentials::default(),
             target,
             job,
             window: Window::new(WINDOW_START, WINDOW_MAX),
@@ -362,7 +306,15 @@ impl Scraper {
         let req =
             self.client
                 .start_request(&self.target.path_and_query, self.target.timeout, USER_AGENT);
-        write_auth(&self.job.http.auth, req).map_err(ScrapeError::Credentials)?;
+        let auth = self
+            .credentials
+            .authorization(&self.job.http.auth)
+            .map_err(ScrapeError::Credentials)?;
+        if let Some(value) = auth {
+            req.extend_from_slice(b"Authorization: ");
+            req.extend_from_slice(value.as_bytes());
+            req.extend_from_slice(b"\r\n");
+        }
         self.client.send().await.map_err(ScrapeError::Http)?;
         self.parser
             .reset(Format::from_content_type(Some(self.client.content_type())));
@@ -892,23 +844,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            let mut out = Vec::new();
-            base64(plain.as_bytes(), &mut out);
-            assert_eq!(String::from_utf8(out).expect("ascii"), encoded, "{plain}");
-        }
-    }
 
     #[test]
     fn schedule_keeps_a_stable_offset() {

@@ -52,14 +52,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::backoff::{self, Backoff};
 use super::encode::{WriteRequest, HEADERS};
-use crate::config::http::{Auth, Secret, TlsConfig, TlsVersion};
+use crate::auth::{Credentials, CredentialsError};
+use crate::config::http::{Auth, TlsConfig, TlsVersion};
 use crate::config::RemoteWriteConfig;
 use crate::labels::LabelSet;
 use crate::relabel::{process_set, Scratch};
 use crate::wal::{Batch, Consumer, Syncer};
 
 /// The `User-Agent` of every request.
-pub const USER_AGENT: &str = concat!("promlet/", env!("CARGO_PKG_VERSION"));
+use crate::USER_AGENT;
 
 /// At most this much of a response body is kept for a log line (STYLE.md).
 const EXCERPT_BYTES: usize = 64;
@@ -507,12 +508,8 @@ fn pause(control: &Control, sync: &mut Option<Periodic>, until: Instant) -> bool
 struct Client {
     agent: ureq::Agent,
     url: String,
-    /// Holds the `Authorization` value being built (may hold a secret: never logged).
-    auth_value: String,
-    /// A credentials file's contents.
-    secret: String,
-    /// `user:password` before base64.
-    joined: Vec<u8>,
+    /// The `Authorization` values (secrets: never logged).
+    credentials: Credentials,
 }
 
 impl fmt::Debug for Client {
@@ -522,73 +519,12 @@ impl fmt::Debug for Client {
     }
 }
 
-/// Reads `secret` into `buf`: inline as written; a file fresh on every call, whitespace
-/// trimmed as Prometheus' `strings.TrimSpace` does (a token file ends with a newline).
-fn read_secret<'b>(secret: &Secret, buf: &'b mut String) -> Result<&'b str, SendError> {
-    buf.clear();
-    match secret {
-        Secret::Empty => Ok(""),
-        Secret::Inline(s) => {
-            buf.push_str(s);
-            Ok(buf.as_str())
-        }
-        Secret::File(path) => {
-            std::fs::File::open(path)
-                .and_then(|mut f| f.read_to_string(buf))
-                .map_err(|source| SendError::Credentials {
-                    path: path.clone(),
-                    source,
-                })?;
-            Ok(buf.trim())
-        }
-    }
-}
-
-/// Standard base64 with padding (RFC 4648), appended to `out`: basic auth needs nothing else
-/// of it, which is not worth a dependency.
-fn base64_into(out: &mut String, input: &[u8]) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
-            if i <= chunk.len() {
-                let index = usize::try_from(n >> shift & 63).unwrap_or(0);
-                out.push(char::from(ALPHABET[index]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-}
-
 impl Client {
     /// The `Authorization` value for this request, if any (files read now).
     fn authorization(&mut self, auth: &Auth) -> Result<Option<&str>, SendError> {
-        self.auth_value.clear();
-        match auth {
-            Auth::None => return Ok(None),
-            Auth::Authorization { kind, credentials } => {
-                let token = read_secret(credentials, &mut self.secret)?;
-                self.auth_value.push_str(kind);
-                self.auth_value.push(' ');
-                self.auth_value.push_str(token);
-            }
-            Auth::Basic { username, password } => {
-                let password = read_secret(password, &mut self.secret)?;
-                self.joined.clear();
-                self.joined.extend_from_slice(username.as_bytes());
-                self.joined.push(b':');
-                self.joined.extend_from_slice(password.as_bytes());
-                self.auth_value.push_str("Basic ");
-                base64_into(&mut self.auth_value, &self.joined);
-            }
-        }
-        Ok(Some(&self.auth_value))
+        self.credentials
+            .authorization(auth)
+            .map_err(|CredentialsError { path, source }| SendError::Credentials { path, source })
     }
 
     /// One POST of `body`. `timeout` overrides `remote_timeout` (while stopping, the time left).
@@ -1103,9 +1039,7 @@ impl Sender {
                 client: Client {
                     agent: ureq::Agent::new_with_config(config),
                     url: rw.url.text.clone(),
-                    auth_value: String::new(),
-                    secret: String::new(),
-                    joined: Vec::new(),
+                    credentials: Credentials::default(),
                 },
                 request: WriteRequest::default(),
                 pending: Pending::default(),
@@ -1232,24 +1166,7 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-            ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
-        ] {
-            let mut out = String::new();
-            base64_into(&mut out, input.as_bytes());
-            assert_eq!(out, want, "{input:?}");
-        }
-    }
+    use crate::config::http::Secret;
 
     #[test]
     fn basic_auth_joins_user_and_the_trimmed_password_file() {
@@ -1260,9 +1177,7 @@ mod tests {
         let mut client = Client {
             agent: ureq::Agent::new_with_defaults(),
             url: String::new(),
-            auth_value: String::new(),
-            secret: String::new(),
-            joined: Vec::new(),
+            credentials: Credentials::default(),
         };
         let auth = Auth::Basic {
             username: "Aladdin".to_owned(),

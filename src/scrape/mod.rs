@@ -20,7 +20,19 @@
 //!   parsed up to the error when the body was refused;
 //! - a duplicate series in one scrape keeps its first sample;
 //! - a target removed on reload stale-marks all its series, report series included. On stop
-//!   nothing is stale-marked (Prometheus does not either: the series may resume).
+//!   nothing is stale-marked (Prometheus does not either: the series may resume);
+//! - `scrape_series_added` counts series the last good scrape did not have: like Prometheus'
+//!   scrape cache, that memory outlives failed scrapes.
+//!
+//! Deliberate differences from 2.42 (`tests/agent_differential.rs` asserts each shape):
+//! - a scrape refused in its body (parse error, a limit) stale-marks every series of the last
+//!   good scrape, as the staleness docs say; 2.42 skips those parsed before the error (they
+//!   count as seen in its cache), so they linger for the 5-minute lookback;
+//! - a series refused by `sample_limit` that never reached storage gets no stale marker
+//!   later; 2.42 writes one (prometheus/prometheus#16427);
+//! - a reload that changes a kept target's job keeps its staleness state (its old series are
+//!   stale-marked if they vanish, `scrape_series_added` counts only new ones); 2.42 starts
+//!   that target with an empty cache when, for instance, its `static_configs` changed.
 //!
 //! Scheduling: each target's first scrape comes within a second of start, spread by the
 //! target's hash (Prometheus waits up to a whole interval; a new node should show up at once),
@@ -203,7 +215,10 @@ pub struct Scraper {
     /// Index of the first series that differs from the set, once one did.
     differs_at: Option<usize>,
     fresh: SeriesList,
+    /// Scratch: this scrape's hashes, sorted (when the set changes).
     sorted: Vec<u64>,
+    /// The series of the last good scrape, sorted: what `scrape_series_added` counts against.
+    known: Vec<u64>,
     next_set: SeriesList,
     /// The target's health as last logged, and how many failures since.
     up: Option<bool>,
@@ -251,6 +266,7 @@ impl Scraper {
             differs_at: None,
             fresh: SeriesList::default(),
             sorted: Vec::new(),
+            known: Vec::new(),
             next_set: SeriesList::default(),
             up: None,
             failures: 0,
@@ -410,12 +426,9 @@ impl Scraper {
                 }
             }
         }
-        samples.finish().map_err(|e| {
-            if let LimitError::Samples { limit, .. } = e {
-                counts.post_relabel = counts.post_relabel.min(limit);
-            }
-            ScrapeError::Limit(e)
-        })?;
+        // Over sample_limit, scrape_samples_post_metric_relabeling still counts every sample
+        // relabeling kept (scrape.go: "increment added even if there's an error").
+        samples.finish().map_err(ScrapeError::Limit)?;
         if self.differs_at.is_none() && self.hashes.len() != self.set_hashes.len() {
             self.differs_at = Some(self.hashes.len() - REPORTS);
         }
@@ -591,20 +604,16 @@ impl Scraper {
             self.chain = Chain::default();
             return Err(WalError::SetLost);
         }
-        // Series added: not in the old set.
-        self.sorted.clear();
-        self.sorted.extend_from_slice(old_live);
-        self.sorted.sort_unstable();
+        // Series added: not seen by the last good scrape. Like Prometheus' scrape cache, that
+        // memory outlives failed scrapes: a target back after an outage adds nothing.
         counts.added = self.hashes[REPORTS..]
             .iter()
-            .filter(|h| self.sorted.binary_search(h).is_err())
+            .filter(|h| self.known.binary_search(h).is_err())
             .count() as u64;
-        // Duplicates within the scrape keep their first sample.
+        // Duplicates within the scrape keep their first sample (`sorted` still holds this
+        // scrape's hashes).
         let fresh_start = REPORTS + differs_at;
         let mut dups = 0;
-        self.sorted.clear();
-        self.sorted.extend_from_slice(&self.hashes[REPORTS..]);
-        self.sorted.sort_unstable();
         let has_dups = self.sorted.windows(2).any(|w| w[0] == w[1]);
         if has_dups {
             let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
@@ -640,6 +649,8 @@ impl Scraper {
         self.set_hashes.clear();
         self.set_hashes.extend_from_slice(&self.hashes);
         self.all_stale = false;
+        self.sorted.dedup();
+        std::mem::swap(&mut self.known, &mut self.sorted);
         if !stale.is_empty() {
             appended += self.append_stale(ring, &stale, ts_ms)?;
         }

@@ -386,9 +386,7 @@ fn a_warm_scrape_allocates_nothing_on_the_loop() {
             a.body(&text)
         }
     });
-    let dir = std::env::temp_dir().join(format!("promlet-scrape-alloc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::peers::TempDir::new("scrape-alloc");
     let config = promlet::config::Config::parse(
         &format!(
             "scrape_configs:\n  - job_name: c\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n\
@@ -402,7 +400,7 @@ fn a_warm_scrape_allocates_nothing_on_the_loop() {
     .expect("config");
     let sc = config.scrape_configs[0].clone();
     let (targets, _) = promlet::targets::build(&sc.static_configs, &sc);
-    let ring = std::cell::RefCell::new(Ring::open(&dir, 64 << 20).expect("ring"));
+    let ring = std::cell::RefCell::new(Ring::open(&dir.0, 16 << 20).expect("ring"));
     let stats = Rc::new(ScrapeStats::default());
     let mut scraper = Scraper::new(targets[0].clone(), Rc::new(sc), Rc::clone(&stats));
     let mut ts = 1_700_000_000_000;
@@ -441,5 +439,4 @@ fn a_warm_scrape_allocates_nothing_on_the_loop() {
             assert_eq!(n, 0, "{round}: 5 warm scrapes allocated {n} times");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

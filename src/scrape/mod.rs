@@ -656,6 +656,7 @@ impl Scraper {
         }
         self.next_set.release();
         self.fresh.release();
+        ring.release_buffers();
         Ok(appended)
     }
 
@@ -733,6 +734,7 @@ impl Scraper {
         }
         self.chain = Chain::default();
         self.set_hashes.clear();
+        ring.release_buffers();
     }
 }
 

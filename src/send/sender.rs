@@ -643,7 +643,42 @@ fn x509_version(cert: &[u8]) -> Option<u8> {
 }
 
 /// rustls roots and client certificate from `tls_config`, read now.
-fn tls_config(tls: &TlsConfig) -> Result<ureq::tls::TlsConfig, SendError> {
+/// Where Go's `crypto/x509` looks for the system's CA bundle on Linux (`root_linux.go`), in
+/// its order; `SSL_CERT_FILE` comes first, as there.
+const SYSTEM_CA_FILES: [&str; 6] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's CA certificates, as Prometheus (Go) trusts them when `ca_file` is unset.
+/// promlet bundles no roots of its own (a FROM-scratch image has none unless one is mounted or
+/// `ca_file` names one): none found means no https server verifies.
+fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
+    use ureq::tls::{parse_pem, PemItem};
+    let from_env = std::env::var("SSL_CERT_FILE").ok();
+    let candidates = from_env.iter().map(String::as_str).chain(SYSTEM_CA_FILES);
+    for path in candidates {
+        if let Ok(pem) = std::fs::read(path) {
+            let roots: Vec<_> = parse_pem(&pem)
+                .filter_map(|i| match i {
+                    Ok(PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if !roots.is_empty() {
+                return roots;
+            }
+        }
+    }
+    log::warn!("no system CA bundle found: https receivers need tls_config.ca_file");
+    Vec::new()
+}
+
+fn tls_config(tls: &TlsConfig, https: bool) -> Result<ureq::tls::TlsConfig, SendError> {
     use ureq::tls::{parse_pem, Certificate, ClientCert, PemItem, PrivateKey, RootCerts};
     // ureq builds its rustls config itself: it offers neither a server-name override nor a
     // version range. Refused rather than ignored (DESIGN.md's compatibility contract).
@@ -690,6 +725,14 @@ fn tls_config(tls: &TlsConfig) -> Result<ureq::tls::TlsConfig, SendError> {
                 "no certificate in it".to_owned(),
             ));
         }
+        builder = builder.root_certs(RootCerts::new_with_certs(&roots));
+    } else {
+        // Only an https endpoint pays for the system bundle (some hundred KB parsed and kept).
+        let roots = if https && !tls.insecure_skip_verify {
+            system_roots()
+        } else {
+            Vec::new()
+        };
         builder = builder.root_certs(RootCerts::new_with_certs(&roots));
     }
     match (tls.cert_file.is_empty(), tls.key_file.is_empty()) {
@@ -1020,9 +1063,13 @@ impl Sender {
             .user_agent(USER_AGENT)
             // Prometheus 2.42 uses `proxy_url` only, never the environment.
             .proxy(proxy)
-            .tls_config(tls_config(&rw.http.tls_config)?)
+            .tls_config(tls_config(&rw.http.tls_config, rw.url.scheme == "https")?)
             .max_redirects(if rw.http.follow_redirects { 10 } else { 0 })
             .max_redirects_will_error(false)
+            // ureq's defaults are 128 KiB each way, per connection. Answers to a remote write
+            // are a status line and a few headers; the body goes out in 16 KiB writes.
+            .input_buffer_size(8 << 10)
+            .output_buffer_size(16 << 10)
             .build();
         let mut external: Vec<(Vec<u8>, Vec<u8>)> = external_labels
             .iter()

@@ -981,6 +981,18 @@ impl Ring {
         ))
     }
 
+    /// Shrinks the producer's buffers back to what a samples record needs, after a target's
+    /// series-set was written or read back: a set of 10k series needs about a megabyte to
+    /// encode or index, and sets change rarely, so keeping that memory between changes would
+    /// cost more RSS than re-growing it costs time.
+    pub fn release_buffers(&mut self) {
+        const KEEP: usize = 64 << 10;
+        self.payload.shrink_to(KEEP);
+        self.read_buf.shrink_to(KEEP);
+        self.w.frame.shrink_to(KEEP);
+        self.set_index.release();
+    }
+
     /// The first record at or after `offset` (see [`Found`]).
     pub fn read(&mut self, offset: u64) -> Found<'_> {
         match self.w.shared.read(offset, &mut self.read_buf) {

@@ -148,6 +148,14 @@ pub struct SetIndex {
 const MAX_RATIO: usize = 64;
 
 impl SetIndex {
+    /// Gives back the memory of a large set (the producer reads sets back only when a target's
+    /// series change).
+    pub fn release(&mut self) {
+        self.raw = Vec::new();
+        self.labels = Vec::new();
+        self.series = Vec::new();
+    }
+
     /// Indexes a series-set payload (up to 4 GiB, as records are); returns its target, or
     /// `None` if it is malformed.
     pub fn decode(&mut self, payload: &[u8]) -> Option<u64> {

@@ -66,7 +66,9 @@ use clock::Clock;
 use http::{Client, HttpError};
 use series::SeriesList;
 
-/// The report series, in the order they lead every series-set.
+/// The report series, in the order they close every series-set: after the scrape's samples,
+/// as Prometheus appends them, so a receiver that holds a scrape's `up` holds all of it (the
+/// sender never reorders).
 pub const REPORT_SERIES: [&str; 5] = [
     "up",
     "scrape_duration_seconds",
@@ -345,7 +347,7 @@ impl Scraper {
         let expected: &[u64] = if self.all_stale || self.set_hashes.len() < REPORTS {
             &[]
         } else {
-            &self.set_hashes[REPORTS..]
+            &self.set_hashes[..self.set_hashes.len() - REPORTS]
         };
         loop {
             match self.parser.next(self.window.data(), self.window.eof()) {
@@ -412,7 +414,7 @@ impl Scraper {
                         samples.add(value);
                         counts.post_relabel += 1;
                         let hash = self.set.hash();
-                        let i = self.hashes.len() - REPORTS;
+                        let i = self.hashes.len();
                         if self.differs_at.is_none() && expected.get(i) != Some(&hash) {
                             self.differs_at = Some(i);
                         }
@@ -429,8 +431,8 @@ impl Scraper {
         // Over sample_limit, scrape_samples_post_metric_relabeling still counts every sample
         // relabeling kept (scrape.go: "increment added even if there's an error").
         samples.finish().map_err(ScrapeError::Limit)?;
-        if self.differs_at.is_none() && self.hashes.len() != self.set_hashes.len() {
-            self.differs_at = Some(self.hashes.len() - REPORTS);
+        if self.differs_at.is_none() && self.hashes.len() + REPORTS != self.set_hashes.len() {
+            self.differs_at = Some(self.hashes.len());
         }
         Ok(())
     }
@@ -442,8 +444,6 @@ impl Scraper {
         self.values.clear();
         self.fresh.clear();
         self.differs_at = None;
-        self.hashes.extend_from_slice(&[0; REPORTS]);
-        self.values.extend_from_slice(&[0.0; REPORTS]);
         let mut counts = Counts::default();
         let timeout = self.target.timeout;
         let result = smol::future::or(self.fetch(&mut counts), async {
@@ -530,16 +530,17 @@ impl Scraper {
             counts.post_relabel as f64,
             counts.added as f64,
         ];
-        self.values[..REPORTS].copy_from_slice(&v);
+        self.values.extend_from_slice(&v);
     }
 
+    /// Appends the report series' hashes to `hashes` (after the scrape's).
     fn report_hashes(&mut self) {
         for i in 0..REPORTS {
             self.set.clear();
             for (name, value) in self.reports.get(i) {
                 self.set.push(name, value);
             }
-            self.hashes[i] = self.set.hash();
+            self.hashes.push(self.set.hash());
         }
     }
 
@@ -559,19 +560,17 @@ impl Scraper {
             ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
             return Ok(self.values.len() as u64);
         }
-        self.report_hashes();
         // The series before the first difference are the old set's: read their labels back.
-        let differs_at = self.differs_at.unwrap_or(self.hashes.len() - REPORTS);
+        let differs_at = self.differs_at.unwrap_or(self.hashes.len());
         self.next_set.clear();
-        self.reports.copy_into(&mut self.next_set, |_| true);
-        let old_live = if self.all_stale {
+        let old_live = if self.all_stale || self.set_hashes.len() < REPORTS {
             &[][..]
         } else {
-            self.set_hashes.get(REPORTS..).unwrap_or(&[])
+            &self.set_hashes[..self.set_hashes.len() - REPORTS]
         };
         // Vanished series: in the old set, not in this scrape.
         self.sorted.clear();
-        self.sorted.extend_from_slice(&self.hashes[REPORTS..]);
+        self.sorted.extend_from_slice(&self.hashes);
         self.sorted.sort_unstable();
         let mut stale = SeriesList::default();
         let mut kept_old = 0usize;
@@ -580,7 +579,7 @@ impl Scraper {
                 match ring.series_set(old_set) {
                     Some((_, view)) => {
                         for (i, h) in old_live.iter().enumerate() {
-                            let labels = view.labels(REPORTS + i);
+                            let labels = view.labels(i);
                             if i < differs_at {
                                 self.next_set.push(labels);
                                 kept_old += 1;
@@ -606,19 +605,20 @@ impl Scraper {
         }
         // Series added: not seen by the last good scrape. Like Prometheus' scrape cache, that
         // memory outlives failed scrapes: a target back after an outage adds nothing.
-        counts.added = self.hashes[REPORTS..]
+        counts.added = self
+            .hashes
             .iter()
             .filter(|h| self.known.binary_search(h).is_err())
             .count() as u64;
         // Duplicates within the scrape keep their first sample (`sorted` still holds this
         // scrape's hashes).
-        let fresh_start = REPORTS + differs_at;
+        let fresh_start = differs_at;
         let mut dups = 0;
         let has_dups = self.sorted.windows(2).any(|w| w[0] == w[1]);
         if has_dups {
             let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
             let mut keep = vec![true; self.hashes.len()];
-            for (i, h) in self.hashes.iter().enumerate().skip(REPORTS) {
+            for (i, h) in self.hashes.iter().enumerate() {
                 if !seen.insert(*h) {
                     keep[i] = false;
                     dups += 1;
@@ -641,6 +641,8 @@ impl Scraper {
         } else {
             self.fresh.copy_into(&mut self.next_set, |_| true);
         }
+        self.reports.copy_into(&mut self.next_set, |_| true);
+        self.report_hashes();
         self.report_values(true, duration, *counts);
         ring.append_series_set(&mut self.chain, self.key, self.next_set.iter())?;
         bump(&self.stats.set_changes, 1);
@@ -649,6 +651,7 @@ impl Scraper {
         self.set_hashes.clear();
         self.set_hashes.extend_from_slice(&self.hashes);
         self.all_stale = false;
+        // `sorted` holds this scrape's hashes (duplicates dropped below): the next `known`.
         self.sorted.dedup();
         std::mem::swap(&mut self.known, &mut self.sorted);
         if !stale.is_empty() {
@@ -683,15 +686,15 @@ impl Scraper {
         counts: Counts,
         duration: Duration,
     ) -> Result<u64, WalError> {
-        self.hashes.truncate(REPORTS);
-        self.values.truncate(REPORTS);
-        self.report_values(false, duration, counts);
+        self.hashes.clear();
+        self.values.clear();
         let has_set = self.chain.series_set().is_some();
         if has_set && self.set_hashes.len() > REPORTS && !self.all_stale {
-            // The old set's series get a StaleNaN on the old chain, beside the report.
+            // The old set's series get a StaleNaN on the old chain, before the report.
             let n = self.set_hashes.len() - REPORTS;
             self.values
                 .extend(std::iter::repeat_n(f64::from_bits(STALE_NAN_BITS), n));
+            self.report_values(false, duration, counts);
             ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
             self.all_stale = true;
             return Ok(self.values.len() as u64);
@@ -700,9 +703,10 @@ impl Scraper {
             self.report_hashes();
             ring.append_series_set(&mut self.chain, self.key, self.reports.iter())?;
             self.set_hashes.clear();
-            self.set_hashes.extend_from_slice(&self.hashes[..REPORTS]);
+            self.set_hashes.extend_from_slice(&self.hashes);
             self.all_stale = false;
         }
+        self.report_values(false, duration, counts);
         ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
         Ok(REPORTS as u64)
     }

@@ -12,6 +12,8 @@
 //!   `promlet_process_resident_anon_bytes`, the figure the memory budgets are stated in.
 
 use std::fmt::Write as _;
+
+use crate::parse::decimal;
 use std::io::Read as _;
 
 /// A metric family's type, as the `# TYPE` line spells it.
@@ -387,10 +389,10 @@ fn parse_stat(text: &[u8]) -> Option<Stat> {
         .split(|b| b.is_ascii_whitespace())
         .filter(|f| !f.is_empty());
     // The first item is field 3 (state), so field N is item N-3.
-    let utime_ticks = fields.nth(14 - 3).and_then(parse_u64)?;
-    let stime_ticks = fields.next().and_then(parse_u64)?; // 15
-    let start_ticks = fields.nth(22 - 16).and_then(parse_u64)?; // 16..=21 skipped
-    let vsize_bytes = fields.next().and_then(parse_u64)?; // 23
+    let utime_ticks = fields.nth(14 - 3).and_then(decimal)?;
+    let stime_ticks = fields.next().and_then(decimal)?; // 15
+    let start_ticks = fields.nth(22 - 16).and_then(decimal)?; // 16..=21 skipped
+    let vsize_bytes = fields.next().and_then(decimal)?; // 23
     Some(Stat {
         utime_ticks,
         stime_ticks,
@@ -403,7 +405,7 @@ fn parse_stat(text: &[u8]) -> Option<Stat> {
 fn parse_btime(text: &[u8]) -> Option<u64> {
     text.split(|&b| b == b'\n')
         .find_map(|line| line.strip_prefix(b"btime "))
-        .and_then(|rest| parse_u64(rest.trim_ascii()))
+        .and_then(|rest| decimal(rest.trim_ascii()))
 }
 
 /// A `Key:   1234 kB` line of `/proc/self/status`, in kB.
@@ -412,7 +414,7 @@ fn status_kb(text: &[u8], key: &[u8]) -> Option<u64> {
         .split(|&b| b == b'\n')
         .find_map(|line| line.strip_prefix(key))?;
     let rest = rest.trim_ascii();
-    parse_u64(rest.strip_suffix(b"kB").unwrap_or(rest).trim_ascii())
+    decimal(rest.strip_suffix(b"kB").unwrap_or(rest).trim_ascii())
 }
 
 /// The soft limit of the `Max open files` row of `/proc/self/limits`.
@@ -427,7 +429,7 @@ fn parse_max_open_files(text: &[u8]) -> Option<u64> {
         // procfs' parseUint reads `unlimited` as the largest uint64.
         return Some(u64::MAX);
     }
-    parse_u64(soft)
+    decimal(soft)
 }
 
 /// Entries of `/proc/self/fd`, `.` and `..` left out, read with `getdents` into a stack buffer
@@ -472,20 +474,6 @@ fn count_open_fds() -> Option<u64> {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn count_open_fds() -> Option<u64> {
     None
-}
-
-/// A decimal `u64` of ASCII digits only; `None` on anything else or overflow.
-fn parse_u64(text: &[u8]) -> Option<u64> {
-    if text.is_empty() {
-        return None;
-    }
-    text.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
 }
 
 #[cfg(test)]
@@ -636,8 +624,8 @@ mod tests {
         let stat = b"cpu  1 2 3\nintr 5 6\nctxt 7\nbtime 1700000000\nprocesses 9\n";
         assert_eq!(parse_btime(stat), Some(1_700_000_000));
         assert_eq!(parse_btime(b"cpu 1\n"), None);
-        assert_eq!(parse_u64(b"18446744073709551616"), None);
-        assert_eq!(parse_u64(b"-1"), None);
+        assert_eq!(decimal(b"18446744073709551616"), None);
+        assert_eq!(decimal(b"-1"), None);
     }
 
     #[cfg(target_os = "linux")]

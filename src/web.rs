@@ -49,6 +49,7 @@ use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 
+use crate::parse::decimal;
 use crate::selfmetrics::{family, sample_u64, Kind};
 
 /// The largest request head (request line, headers, blank line) read: 8 KiB holds any header
@@ -546,20 +547,6 @@ fn ends_head(bytes: &[u8]) -> bool {
         .windows(2)
         .enumerate()
         .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n')))
-}
-
-/// A `Content-Length` value: ASCII digits only, no overflow.
-fn decimal(text: &[u8]) -> Option<u64> {
-    if text.is_empty() {
-        return None;
-    }
-    text.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
 }
 
 /// What a well-framed request is answered with.

@@ -35,29 +35,7 @@ fn series_of_exposition(body: &str) -> BTreeSet<String> {
             Some((n, rest)) => (n, rest.strip_suffix('}').expect("closing brace")),
             None => (series, ""),
         };
-        let mut map = BTreeMap::new();
-        let mut rest = labels;
-        while !rest.is_empty() {
-            let (k, after) = rest.split_once("=\"").expect("label");
-            let mut value = String::new();
-            let mut chars = after.char_indices();
-            let end = loop {
-                let (i, c) = chars.next().expect("closing quote");
-                match c {
-                    '\\' => {
-                        let (_, e) = chars.next().expect("escape");
-                        value.push(match e {
-                            'n' => '\n',
-                            other => other,
-                        });
-                    }
-                    '"' => break i,
-                    c => value.push(c),
-                }
-            };
-            map.insert(k.to_owned(), value);
-            rest = after[end + 1..].trim_start_matches(',');
-        }
+        let map: BTreeMap<String, String> = series_labels(labels).into_iter().collect();
         out.insert(render(name, &map));
     }
     out
@@ -290,7 +268,8 @@ fn promlet_log_scrapes(dir: &TempDir) -> usize {
         .count()
 }
 
-/// `a="b",c="d"` as rendered by [`render`] (values are Rust-escaped there).
+/// `a="b",c="d"`: the labels of an exposition line, or of a series [`render`] wrote (`\n`,
+/// `\\` and `\"` are the escapes of both).
 fn series_labels(inner: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = inner;

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use support::peers::TempDir;
 use support::receiver::{serve, Answer};
 use support::{free_port, http, Killed};
 
@@ -42,24 +43,6 @@ const METRICS_GAP: Duration = Duration::from_secs(3);
 
 /// How long the receiver is fed before the outage.
 const DELIVERY: Duration = Duration::from_secs(8);
-
-/// A unique temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("promlet-outage-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The last `n` lines of `path`, for a failure message.
 fn tail(path: &Path, n: usize) -> String {
@@ -330,7 +313,7 @@ fn sleep_until(at: Instant) {
 
 #[test]
 fn every_scrape_survives_a_receiver_outage_and_a_kill_9() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("outage");
     let storage = dir.0.join("agent");
     let promlet_log = dir.0.join("promlet.log");
     let (target_port, served) = start_target();

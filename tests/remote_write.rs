@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::atomic::Ordering;
@@ -18,7 +17,8 @@ use promlet::config::Config;
 use promlet::send::encode::{WriteRequest, HEADERS};
 use promlet::send::sender::{endpoint_key, Control, Sender, SenderStats};
 use promlet::wal::{Chain, Ring, MIN_SIZE};
-use support::{free_port, http, Killed};
+use support::http;
+use support::peers::{prometheus_receiver, victoria_metrics, Peer, TempDir};
 
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
@@ -31,15 +31,6 @@ fn labels(i: usize) -> Vec<(&'static str, String)> {
     l.push(("i", i.to_string()));
     l.push(("job", "rw".to_owned()));
     l
-}
-
-/// A unique temporary directory, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn query(port: u16, q: &str, at_s: i64) -> String {
@@ -67,69 +58,27 @@ struct Receiver {
     /// Whether a raw range query shows a StaleNaN as a `NaN` point (VictoriaMetrics 1.79)
     /// rather than leaving it out (Prometheus).
     shows_stale_nan: bool,
-    _process: Killed,
+    _process: Peer,
 }
 
 /// Both receivers take remote write here.
 const WRITE_PATH: &str = "/api/v1/write";
 
-/// Starts Debian's `program` on `port` with `args`, and waits until `ready` answers 200.
-fn start(
-    program: &str,
-    args: &[String],
-    port: u16,
-    ready: &str,
-    shows_stale_nan: bool,
-) -> Receiver {
-    let process = Killed(
-        Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program} not runnable ({e}): ./test.sh installs Debian's {program}; this test never skips")),
-    );
-    wait_ready(port, ready);
+fn start_prometheus(dir: &std::path::Path) -> Receiver {
+    let peer = prometheus_receiver(dir);
     Receiver {
-        port,
-        shows_stale_nan,
-        _process: process,
+        port: peer.port,
+        shows_stale_nan: false,
+        _process: peer,
     }
 }
 
-fn start_prometheus(dir: &std::path::Path) -> Receiver {
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, "global: {}\n").expect("config");
-    let port = free_port();
-    let args = [
-        "--web.enable-remote-write-receiver".to_owned(),
-        format!("--config.file={}", config.display()),
-        format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
-        format!("--web.listen-address=127.0.0.1:{port}"),
-        "--log.level=warn".to_owned(),
-    ];
-    start("prometheus", &args, port, "/-/ready", false)
-}
-
 fn start_victoria_metrics(dir: &std::path::Path) -> Receiver {
-    let port = free_port();
-    let args = [
-        format!("-httpListenAddr=127.0.0.1:{port}"),
-        format!("-storageDataPath={}", dir.join("vm").display()),
-        "-search.latencyOffset=0s".to_owned(),
-        "-loggerLevel=ERROR".to_owned(),
-    ];
-    start("victoria-metrics", &args, port, "/health", true)
-}
-
-fn wait_ready(port: u16, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http(port, &format!("GET {path} HTTP/1.0"), b"").map(|r| r.0) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "the receiver on {port} did not get ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let peer = victoria_metrics(dir);
+    Receiver {
+        port: peer.port,
+        shows_stale_nan: true,
+        _process: peer,
     }
 }
 
@@ -288,10 +237,7 @@ fn expect_stored(to: &Receiver, first_s: i64, now: i64) {
 }
 
 fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("promlet-rw-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    TempDir(dir)
+    TempDir::new(&format!("rw-{name}"))
 }
 
 #[test]

@@ -17,28 +17,10 @@ use std::time::Duration;
 use promlet::config::Config;
 use promlet::scrape::{ScrapeStats, Scraper};
 use promlet::wal::{Consumer, Ring};
+use support::peers::TempDir;
 use support::receiver::{serve, Answer};
 
 const STALE: u64 = 0x7ff0_0000_0000_0002;
-
-/// A unique temporary directory, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("promlet-scrape-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A target that answers the scripted answers in turn (the last one from then on).
 fn target(answers: Vec<Answer>) -> (u16, Arc<Mutex<Vec<support::receiver::HttpRequest>>>) {
@@ -80,7 +62,7 @@ impl Harness {
     /// A scraper for the one target of `job` (YAML of one scrape config, `ADDRESS` replaced by
     /// the fixture's address).
     fn new(name: &str, job: &str, port: u16) -> Harness {
-        let dir = TempDir::new(name);
+        let dir = TempDir::new(&format!("scrape-{name}"));
         let text = format!(
             "scrape_configs:\n{}",
             job.replace("ADDRESS", &format!("127.0.0.1:{port}"))

@@ -410,6 +410,22 @@ impl Parser {
     }
 }
 
+/// A decimal `u64` of ASCII digits only (no sign, no space, no `+`, as Go's
+/// `strconv.ParseUint(s, 10, 64)` reads a `Content-Length` or a `/proc` field); `None` on
+/// anything else or on overflow.
+pub fn decimal(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
 /// Resolves a label value's escapes as Prometheus does: `\\`, `\"` and `\n`; any other
 /// backslash pair is kept as written. Appends to `out`.
 pub fn unescape_label_value(raw: &[u8], out: &mut Vec<u8>) {

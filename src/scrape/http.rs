@@ -318,9 +318,7 @@ impl Client {
                     for h in resp.headers.iter() {
                         let name = h.name;
                         if name.eq_ignore_ascii_case("content-length") {
-                            let n = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|s| s.trim().parse::<u64>().ok())
+                            let n = crate::parse::decimal(h.value.trim_ascii())
                                 .ok_or(HttpError::BadResponse("bad Content-Length"))?;
                             if framing == Framing::Close {
                                 framing = Framing::Length(n);

@@ -74,6 +74,12 @@ for target in "${RUST_TARGETS[@]}"; do
   esac
   printf '%-32s %9d bytes  %s\n' "$target" "$(stat -c %s "$bin")" "${desc%%,*}"
 done
+# DESIGN.md's budget: the static aarch64 binary fits in 3 MiB of edge flash.
+aarch64_bytes=$(stat -c %s target/aarch64-unknown-linux-musl/release/promlet)
+if [ "$aarch64_bytes" -gt $((3 << 20)) ]; then
+  echo "the aarch64 binary is $aarch64_bytes bytes, over the 3 MiB budget" >&2
+  exit 1
+fi
 
 step "release binaries under qemu"
 default_config=$(mktemp)

@@ -17,13 +17,13 @@
 //! fixed + per-target state (about 8 bytes per series for the stale set, plus reused buffers) +
 //! nothing per sample. Allocation happens at start and on reload only.
 //!
-//! # What is built so far
-//! The config loader ([`config`]), flags ([`flags`]), the `check config` target checks
-//! ([`targets`]), relabeling ([`relabel`]), the text-format and OpenMetrics parsers
-//! ([`parse`]), label sets ([`labels`]), the scrape limits ([`limits`]), the ring ([`wal`]:
-//! producer, per-endpoint consumers, syncer, inspector) and the remote-write encoding
-//! ([`send`]). The scrape loop and the sender thread come with issue 6; until then `main`
-//! runs the ring's periodic sync on a thread of its own (`promlet-sync`).
+//! # Modules
+//! Config ([`config`], [`flags`]), targets ([`targets`]), the scrape loop ([`scrape`]: HTTP,
+//! staleness, report series, the loop's [`scrape::clock`]), parsing ([`parse`]), label sets
+//! and relabeling ([`labels`], [`relabel`], [`limits`]), the ring ([`wal`]: producer,
+//! per-endpoint consumers, syncer, inspector), remote write ([`send`]: encoding, the sender
+//! thread, backoff), credentials ([`auth`]), the self server and self-metrics ([`web`],
+//! [`selfmetrics`]), and the running agent: start, reload, stop ([`lifecycle`]).
 
 #![deny(unsafe_code)]
 

@@ -412,40 +412,38 @@ impl Agent {
 /// Writes the agent's own series (see [`Agent::metrics_renderer`]).
 fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
     use crate::selfmetrics::{family, sample, sample_u64};
-    let s = &shared.scrapes;
-    let counter = |out: &mut Vec<u8>, name: &str, help: &str, v: u64| {
-        family(out, name, help, Kind::Counter);
-        sample_u64(out, name, &[], v);
+    // Unlabelled series: name, help, type, value (counters go through f64 as client_golang's
+    // do, see selfmetrics::sample_u64).
+    let plain = |out: &mut Vec<u8>, series: &[(&str, &str, Kind, f64)]| {
+        for (name, help, kind, value) in series {
+            family(out, name, help, *kind);
+            sample(out, name, &[], *value);
+        }
     };
-    family(
+    let (s, rs) = (&shared.scrapes, ring.stats());
+    let n = |v: u64| v as f64;
+    plain(
         out,
-        "prometheus_config_last_reload_successful",
-        "Whether the last configuration reload attempt was successful.",
-        Kind::Gauge,
-    );
-    sample_u64(
-        out,
-        "prometheus_config_last_reload_successful",
-        &[],
-        u64::from(shared.reload_ok.get()),
-    );
-    family(
-        out,
-        "prometheus_config_last_reload_success_timestamp_seconds",
-        "Timestamp of the last successful configuration reload.",
-        Kind::Gauge,
-    );
-    sample(
-        out,
-        "prometheus_config_last_reload_success_timestamp_seconds",
-        &[],
-        shared.reload_time_s.get(),
-    );
-    counter(
-        out,
-        "promlet_config_reload_failures_total",
-        "Configuration reloads refused.",
-        shared.reload_failures.get(),
+        &[
+            (
+                "prometheus_config_last_reload_successful",
+                "Whether the last configuration reload attempt was successful.",
+                Kind::Gauge,
+                n(u64::from(shared.reload_ok.get())),
+            ),
+            (
+                "prometheus_config_last_reload_success_timestamp_seconds",
+                "Timestamp of the last successful configuration reload.",
+                Kind::Gauge,
+                shared.reload_time_s.get(),
+            ),
+            (
+                "promlet_config_reload_failures_total",
+                "Configuration reloads refused.",
+                Kind::Counter,
+                n(shared.reload_failures.get()),
+            ),
+        ],
     );
     family(
         out,
@@ -453,123 +451,99 @@ fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
         "Current number of discovered targets.",
         Kind::Gauge,
     );
-    for (job, n) in shared.discovered.borrow().iter() {
+    for (job, count) in shared.discovered.borrow().iter() {
         sample_u64(
             out,
             "prometheus_sd_discovered_targets",
             &[("config", job), ("name", "scrape")],
-            *n as u64,
+            *count as u64,
         );
     }
-    counter(
+    plain(
         out,
-        "promlet_target_scrapes_total",
-        "Scrapes run.",
-        s.scrapes.get(),
-    );
-    counter(
-        out,
-        "promlet_target_scrapes_failed_total",
-        "Scrapes that failed.",
-        s.failed.get(),
-    );
-    counter(
-        out,
-        "prometheus_target_scrapes_exceeded_sample_limit_total",
-        "Total number of scrapes that hit the sample limit and were rejected.",
-        s.exceeded_sample_limit.get(),
-    );
-    counter(
-        out,
-        "prometheus_target_scrapes_exceeded_body_size_limit_total",
-        "Total number of scrapes that hit the body size limit",
-        s.exceeded_body_size_limit.get(),
-    );
-    counter(
-        out,
-        "prometheus_target_scrapes_sample_duplicate_timestamp_total",
-        "Total number of samples rejected due to duplicate timestamps but different values.",
-        s.duplicates.get(),
-    );
-    counter(
-        out,
-        "promlet_target_scrape_timeouts_total",
-        "Scrapes that reached scrape_timeout.",
-        s.timeouts.get(),
-    );
-    counter(
-        out,
-        "promlet_samples_appended_total",
-        "Samples appended to the ring, report series and stale markers included.",
-        s.samples_appended.get(),
-    );
-    counter(
-        out,
-        "promlet_series_set_changes_total",
-        "Series-sets written because a target's series changed.",
-        s.set_changes.get(),
-    );
-    family(
-        out,
-        "prometheus_remote_storage_highest_timestamp_in_seconds",
-        "Highest timestamp that has come into the remote storage via the Appender interface, in seconds since epoch.",
-        Kind::Gauge,
-    );
-    sample(
-        out,
-        "prometheus_remote_storage_highest_timestamp_in_seconds",
-        &[],
-        s.highest_timestamp_ms.get() as f64 / 1000.0,
-    );
-    let rs = ring.stats();
-    counter(
-        out,
-        "promlet_wal_bytes_written_total",
-        "Bytes of records appended to the ring.",
-        rs.bytes_appended,
-    );
-    counter(
-        out,
-        "promlet_wal_records_total",
-        "Records appended to the ring.",
-        rs.records_appended,
-    );
-    counter(
-        out,
-        "promlet_wal_overwritten_samples_total",
-        "Samples the ring's head overwrote before an endpoint had sent them.",
-        rs.samples_overwritten,
-    );
-    counter(
-        out,
-        "promlet_wal_damaged_skips_total",
-        "Times damaged ring bytes were skipped.",
-        rs.damaged_skips,
-    );
-    counter(
-        out,
-        "promlet_wal_syncs_total",
-        "Ring header writes (msync).",
-        rs.syncs,
-    );
-    family(
-        out,
-        "promlet_wal_capacity_bytes",
-        "Size of the ring.",
-        Kind::Gauge,
-    );
-    sample_u64(out, "promlet_wal_capacity_bytes", &[], ring.capacity());
-    family(
-        out,
-        "promlet_wal_used_bytes",
-        "Bytes the ring holds.",
-        Kind::Gauge,
-    );
-    sample_u64(
-        out,
-        "promlet_wal_used_bytes",
-        &[],
-        ring.head() - ring.tail(),
+        &[
+            ("promlet_target_scrapes_total", "Scrapes run.", Kind::Counter, n(s.scrapes.get())),
+            (
+                "promlet_target_scrapes_failed_total",
+                "Scrapes that failed.",
+                Kind::Counter,
+                n(s.failed.get()),
+            ),
+            (
+                "prometheus_target_scrapes_exceeded_sample_limit_total",
+                "Total number of scrapes that hit the sample limit and were rejected.",
+                Kind::Counter,
+                n(s.exceeded_sample_limit.get()),
+            ),
+            (
+                "prometheus_target_scrapes_exceeded_body_size_limit_total",
+                "Total number of scrapes that hit the body size limit",
+                Kind::Counter,
+                n(s.exceeded_body_size_limit.get()),
+            ),
+            (
+                "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+                "Total number of samples rejected due to duplicate timestamps but different values.",
+                Kind::Counter,
+                n(s.duplicates.get()),
+            ),
+            (
+                "promlet_target_scrape_timeouts_total",
+                "Scrapes that reached scrape_timeout.",
+                Kind::Counter,
+                n(s.timeouts.get()),
+            ),
+            (
+                "promlet_samples_appended_total",
+                "Samples appended to the ring, report series and stale markers included.",
+                Kind::Counter,
+                n(s.samples_appended.get()),
+            ),
+            (
+                "promlet_series_set_changes_total",
+                "Series-sets written because a target's series changed.",
+                Kind::Counter,
+                n(s.set_changes.get()),
+            ),
+            (
+                "prometheus_remote_storage_highest_timestamp_in_seconds",
+                "Highest timestamp that has come into the remote storage via the Appender interface, in seconds since epoch.",
+                Kind::Gauge,
+                s.highest_timestamp_ms.get() as f64 / 1000.0,
+            ),
+            (
+                "promlet_wal_bytes_written_total",
+                "Bytes of records appended to the ring.",
+                Kind::Counter,
+                n(rs.bytes_appended),
+            ),
+            (
+                "promlet_wal_records_total",
+                "Records appended to the ring.",
+                Kind::Counter,
+                n(rs.records_appended),
+            ),
+            (
+                "promlet_wal_overwritten_samples_total",
+                "Samples the ring's head overwrote before an endpoint had sent them.",
+                Kind::Counter,
+                n(rs.samples_overwritten),
+            ),
+            (
+                "promlet_wal_damaged_skips_total",
+                "Times damaged ring bytes were skipped.",
+                Kind::Counter,
+                n(rs.damaged_skips),
+            ),
+            ("promlet_wal_syncs_total", "Ring header writes (msync).", Kind::Counter, n(rs.syncs)),
+            ("promlet_wal_capacity_bytes", "Size of the ring.", Kind::Gauge, n(ring.capacity())),
+            (
+                "promlet_wal_used_bytes",
+                "Bytes the ring holds.",
+                Kind::Gauge,
+                n(ring.head() - ring.tail()),
+            ),
+        ],
     );
     let endpoints = shared.endpoints.borrow();
     let per_endpoint: [EndpointFamily; 9] = [

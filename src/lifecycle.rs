@@ -488,6 +488,12 @@ fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
                 n(s.duplicates.get()),
             ),
             (
+                "prometheus_target_scrapes_sample_out_of_order_total",
+                "Total number of samples rejected due to not being out of the expected order.",
+                Kind::Counter,
+                n(s.out_of_order.get()),
+            ),
+            (
                 "promlet_target_scrape_timeouts_total",
                 "Scrapes that reached scrape_timeout.",
                 Kind::Counter,

@@ -26,8 +26,17 @@
 //! over the scrapes both agents started before the end of the run, plus `end`. Metadata-only
 //! requests (Prometheus sends them) decode to no series.
 //!
-//! No body carries explicit timestamps: promlet does not honour them yet (a known, documented
-//! gap), so the targets avoid them.
+//! One target, `stamped`, serves explicit timestamps (`honor_timestamps` is on by default):
+//! a series stamped with the same instant every scrape (as cadvisor repeats a stamp until
+//! its next housekeeping), one whose stamp steps a second a scrape, one whose stamp goes back
+//! at scrape 4 (out of order: neither agent may send it), one that vanishes after scrape 2,
+//! and a series without a stamp; scrape 6 answers 500. Stamped samples are compared as raw
+//! (timestamp, value) lists, since their timestamps come from the body: the lists must be
+//! equal, and no stamped series may get a stale marker, as 2.42 tracks staleness only for
+//! series without one. The stamps count from 30 s after the test starts: 2.42's remote write
+//! skips samples stamped before Prometheus started (its WAL watcher's start time). promlet
+//! sends those too; `e_old`, stamped two minutes before the start, shows that one more
+//! deliberate difference.
 //!
 //! What must match. Every series' sequence is the same in both agents, except the few below
 //! where promlet differs from 2.42 on purpose (src/scrape/mod.rs, "Deliberate differences from
@@ -221,10 +230,36 @@ fn gone(k: usize) -> Answer {
     reply(TEXT, &format!("a {k}\ng1 1\n"))
 }
 
+/// The instant the `stamped` target's stamps count from (ms, set once per run).
+static STAMP_ZERO: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+/// Explicit timestamps (module doc); 500 at scrape 6.
+fn stamped(k: usize) -> Answer {
+    if k == 6 {
+        return Answer::status("500 Internal Server Error").body(b"oops\n");
+    }
+    let t0 = *STAMP_ZERO.get().expect("set before the fixtures start");
+    let step = t0 + 1000 * i64::try_from(k).expect("small");
+    let back = if k == 4 { t0 + 1000 } else { step };
+    let old = t0 - 150_000;
+    let mut s =
+        format!("a {k}\ne_fixed 7 {t0}\ne_step {k} {step}\ne_back {k} {back}\ne_old 1 {old}\n");
+    if k <= 2 {
+        let _ = writeln!(s, "e_gone {k} {step}");
+    }
+    reply(TEXT, &s)
+}
+
+/// Whether a series is compared as raw samples (the stamped ones).
+fn is_raw(labels: &BTreeMap<String, String>) -> bool {
+    labels.get("t").map(String::as_str) == Some("stamped")
+        && labels.get("__name__").is_some_and(|n| n.starts_with("e_"))
+}
+
 type Body = fn(usize) -> Answer;
 
 /// (the target's `t` label, its body by scrape number).
-const TARGETS: [(&str, Body); 11] = [
+const TARGETS: [(&str, Body); 12] = [
     ("vanish", vanish),
     ("failing", failing),
     ("limits", limits),
@@ -236,6 +271,7 @@ const TARGETS: [(&str, Body); 11] = [
     ("parse", parse_error),
     ("keep", keep),
     ("gone", gone),
+    ("stamped", stamped),
 ];
 
 /// When each scrape request arrived (ms since the epoch), per agent; index = scrape number.
@@ -321,6 +357,7 @@ fn config(ports: &BTreeMap<&str, u16>, receiver_url: &str, reloaded: bool) -> St
     ));
     c.push_str(&job("timeout", ""));
     c.push_str(&job("parse", ""));
+    c.push_str(&job("stamped", ""));
     c.push_str("  - job_name: reload\n    static_configs:\n");
     let _ = writeln!(c, "      - {}", target("keep"));
     if !reloaded {
@@ -461,6 +498,9 @@ struct Placed {
     series: BTreeMap<(String, String), BTreeMap<Pos, Vec<u64>>>,
     /// Samples removed as exact repeats (same timestamp and value): retries would cause them.
     repeats: usize,
+    /// The stamped series ([`is_raw`]): rendered series → (timestamp, value bits), sorted,
+    /// repeats removed (both agents send a repeated stamp again each scrape).
+    raw: BTreeMap<String, Vec<(i64, u64)>>,
     /// What could not be placed (a test failure, whichever agent).
     problems: Vec<String>,
 }
@@ -469,7 +509,14 @@ struct Placed {
 /// arrival times.
 fn place(agent: Agent, delivered: Vec<Received>, fixtures: &BTreeMap<&str, Fixture>) -> Placed {
     let mut by_series: BTreeMap<Labels, Vec<(i64, u64)>> = BTreeMap::new();
+    let mut raw: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
     for (labels, samples) in delivered {
+        if is_raw(&labels) {
+            raw.entry(render(&labels))
+                .or_default()
+                .extend(samples.into_iter().map(|(bits, ts)| (ts, bits)));
+            continue;
+        }
         by_series
             .entry(labels)
             .or_default()
@@ -543,9 +590,14 @@ fn place(agent: Agent, delivered: Vec<Received>, fixtures: &BTreeMap<&str, Fixtu
             placed.entry(pos).or_default().push(*bits);
         }
     }
+    for samples in raw.values_mut() {
+        samples.sort_unstable();
+        samples.dedup();
+    }
     Placed {
         series,
         repeats,
+        raw,
         problems,
     }
 }
@@ -677,6 +729,7 @@ fn tail(log: &str, n: usize) -> &str {
 #[test]
 fn same_targets_same_series_as_prometheus_agent() {
     let started = Instant::now();
+    STAMP_ZERO.get_or_init(|| (now_ms() / 1000 + 30) * 1000);
     let dir = TempDir::new("agent-differential");
     for sub in ["prometheus", "promlet"] {
         std::fs::create_dir_all(dir.join(sub)).expect("dir");
@@ -999,6 +1052,78 @@ fn same_targets_same_series_as_prometheus_agent() {
         mine.repeats,
         differences.len()
     );
+    // The stamped series: the same raw samples, over the scrapes compared, none stale.
+    let t0 = STAMP_ZERO.get().copied().unwrap_or_default();
+    let k_stamped = i64::try_from(k_hi["stamped"]).expect("small");
+    let port = ports["stamped"];
+    let stamped_series = |name: &str| {
+        format!("{name}{{instance=\"127.0.0.1:{port}\",job=\"stamped\",t=\"stamped\"}}")
+    };
+    let raw_of = |p: &Placed, name: &str| -> Vec<(i64, u64)> {
+        p.raw
+            .get(&stamped_series(name))
+            .map(|v| {
+                v.iter()
+                    .copied()
+                    .filter(|(ts, _)| *ts <= t0 + 1000 * k_stamped)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let kv = |k: i64, v: i64| (t0 + 1000 * k, (v as f64).to_bits());
+    // What 2.42's documented semantics give, written out, so that both agents are checked
+    // against it and not only against each other.
+    let steps = |skip: &[i64], upto: i64| -> Vec<(i64, u64)> {
+        (0..=upto)
+            .filter(|k| *k != 6 && !skip.contains(k))
+            .map(|k| kv(k, k))
+            .collect()
+    };
+    let written: [(&str, Vec<(i64, u64)>); 5] = [
+        ("e_fixed", vec![kv(0, 7)]),
+        ("e_step", steps(&[], k_stamped)),
+        ("e_back", steps(&[4], k_stamped)),
+        ("e_gone", steps(&[], 2)),
+        ("e_old", vec![(t0 - 150_000, 1f64.to_bits())]),
+    ];
+    for (name, want) in &written {
+        for (agent, p) in AGENTS.iter().zip(&placed) {
+            let got = raw_of(p, name);
+            // Stamped before Prometheus started: it never sends it (the module doc).
+            let want = if *name == "e_old" && *agent == Agent::Prometheus {
+                &Vec::new()
+            } else {
+                want
+            };
+            if &got != want {
+                differences.push(format!(
+                    "{}: stamped {name}: {got:?}, expected {want:?} (t0 {t0})",
+                    agent.name()
+                ));
+            }
+            if p.raw
+                .get(&stamped_series(name))
+                .is_some_and(|v| v.iter().any(|(_, b)| is_stale(*b)))
+            {
+                differences.push(format!(
+                    "{}: stamped {name} got a stale marker",
+                    agent.name()
+                ));
+            }
+        }
+    }
+    for (agent, p) in AGENTS.iter().zip(&placed) {
+        if let Some(extra) = p
+            .raw
+            .keys()
+            .find(|k| !written.iter().any(|(n, _)| stamped_series(n) == **k))
+        {
+            differences.push(format!(
+                "{}: an unexpected stamped series {extra}",
+                agent.name()
+            ));
+        }
+    }
     assert!(
         differences.is_empty(),
         "{} series differ from Prometheus agent's:\n{}",

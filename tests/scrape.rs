@@ -394,3 +394,73 @@ fn a_removed_target_stale_marks_everything() {
     assert_eq!(out.len(), 7, "2 series and 5 report series");
     assert!(out.values().all(|&v| v == STALE));
 }
+
+/// What a scrape appended, explicit timestamps kept: rendered series → (timestamp, bits),
+/// values not to send left out.
+fn read_stamped(h: &mut Harness) -> BTreeMap<String, (i64, u64)> {
+    let mut out = BTreeMap::new();
+    while let Some(b) = h.consumer.next_batch() {
+        for (i, v) in b.values.iter().enumerate() {
+            let Some(ts) = b.timestamp(i) else {
+                continue;
+            };
+            let name = b
+                .series
+                .labels(i)
+                .find(|(n, _)| *n == b"__name__")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            out.insert(name, (ts, v.to_bits()));
+        }
+        let next = b.next;
+        h.consumer.commit(next);
+    }
+    out
+}
+
+#[test]
+fn explicit_timestamps_are_honoured_ordered_and_never_stale_marked() {
+    let (port, _) = target(vec![
+        body("a 1\ne 5 1000\ngone 1 1000\n"),
+        body("a 2\ne 6 900\n"),
+        body("a 3\ne 7 2000\n"),
+    ]);
+    let mut h = Harness::new("stamped", JOB, port);
+    let run = |h: &mut Harness| {
+        h.ts += 1000;
+        promlet::scrape::clock::block_on(&h.clock, h.scraper.scrape(&h.ring, &h.clock, h.ts));
+        read_stamped(h)
+    };
+    let first = run(&mut h);
+    assert_eq!(first["e"], (1000, 5f64.to_bits()));
+    assert_eq!(first["gone"], (1000, 1f64.to_bits()));
+    assert_eq!(first["a"], (h.ts, 1f64.to_bits()));
+    assert_eq!(first["up"], (h.ts, 1f64.to_bits()));
+    // 900 is older than e's last sample: out of order, not sent, counted; `gone` vanished
+    // but carried a stamp: no stale marker.
+    let second = run(&mut h);
+    assert!(!second.contains_key("e"), "{second:?}");
+    assert!(!second.contains_key("gone"), "{second:?}");
+    assert_eq!(second["a"], (h.ts, 2f64.to_bits()));
+    assert_eq!(get_u(&second, "scrape_samples_scraped"), 2.0);
+    assert_eq!(h.stats.out_of_order.get(), 1);
+    let third = run(&mut h);
+    assert_eq!(third["e"], (2000, 7f64.to_bits()));
+    // Removed: the series without a stamp and the report series get StaleNaN, `e` nothing.
+    h.scraper.stale_all(&mut h.ring.borrow_mut());
+    let gone = read_stamped(&mut h);
+    assert_eq!(gone.len(), 6, "{gone:?}");
+    assert!(!gone.contains_key("e"));
+    assert!(gone.values().all(|&(_, v)| v == STALE));
+
+    // honor_timestamps: false: the scrape's time for everything.
+    let (port, _) = target(vec![body("a 1\ne 5 1000\n")]);
+    let job = format!("{JOB}    honor_timestamps: false\n");
+    let mut h = Harness::new("unstamped", &job, port);
+    let got = run(&mut h);
+    assert_eq!(got["e"], (h.ts, 5f64.to_bits()));
+}
+
+fn get_u(s: &BTreeMap<String, (i64, u64)>, name: &str) -> f64 {
+    f64::from_bits(s[name].1)
+}

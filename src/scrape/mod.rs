@@ -11,7 +11,8 @@
 //! a small set of their own, their labels read back from the ring.
 //!
 //! As Prometheus 2.42's `scrape.go`:
-//! - every series gets the scrape's start time (explicit timestamps: see [`Scraper`]);
+//! - a series gets the scrape's start time, or its explicit timestamp under
+//!   `honor_timestamps` (out-of-order and staleness rules: see [`Scraper`]);
 //! - a failed scrape (HTTP error, timeout, body too large, parse error, a limit) appends no
 //!   scraped sample and stale-marks every series of the last good scrape once;
 //! - the five report series `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
@@ -32,7 +33,10 @@
 //!   later; 2.42 writes one (prometheus/prometheus#16427);
 //! - a reload that changes a kept target's job keeps its staleness state (its old series are
 //!   stale-marked if they vanish, `scrape_series_added` counts only new ones); 2.42 starts
-//!   that target with an empty cache when, for instance, its `static_configs` changed.
+//!   that target with an empty cache when, for instance, its `static_configs` changed;
+//! - a sample whose explicit timestamp is older than promlet's start is sent like any other;
+//!   2.42's remote write skips it (its WAL watcher sends only samples newer than its start).
+//!   And a stamp equal to the scrape's own millisecond counts as no stamp (for staleness).
 //!
 //! Scheduling: each target's first scrape comes within a second of start, spread by the
 //! target's hash (Prometheus waits up to a whole interval; a new node should show up at once),
@@ -61,6 +65,7 @@ use crate::parse::float::STALE_NAN_BITS;
 use crate::parse::{Entry, Format, ParseError, Parser, Step, Window};
 use crate::relabel::{process_set, Scratch};
 use crate::targets::Target;
+use crate::wal::codec::ABSENT;
 use crate::wal::{Chain, Ring, WalError};
 use clock::Clock;
 use http::{Client, HttpError};
@@ -169,6 +174,9 @@ pub struct ScrapeStats {
     pub timeouts: Cell<u64>,
     /// Samples dropped as duplicates (`prometheus_target_scrapes_sample_duplicate_timestamp_total`).
     pub duplicates: Cell<u64>,
+    /// Samples whose explicit timestamp was older than their series' last one
+    /// (`prometheus_target_scrapes_sample_out_of_order_total`).
+    pub out_of_order: Cell<u64>,
     /// Samples appended to the ring, report series and stale markers included.
     pub samples_appended: Cell<u64>,
     /// Samples lost because the ring refused an append.
@@ -191,8 +199,17 @@ struct Counts {
     added: u64,
 }
 
-/// One target's state across scrapes. Explicit timestamps in a body are not honoured yet:
-/// every sample gets the scrape's time (TODO(#6): per-sample timestamps in the ring).
+/// A series without an explicit timestamp in [`Scraper`]'s timestamp vectors.
+const NOT_EXPLICIT: i64 = i64::MIN + 1;
+
+/// One target's state across scrapes.
+///
+/// Explicit timestamps (`honor_timestamps: true`, the default) are kept as 2.42 keeps them:
+/// such a sample is appended at its own time, in a stamped samples record; one older than
+/// its series' last sample is out of order, not sent and counted; and a series that carried
+/// one gets no stale marker when it vanishes, when a scrape fails or when the target goes
+/// (Prometheus tracks staleness only for series without). A target whose samples carry no
+/// timestamp keeps no timestamp state at all.
 pub struct Scraper {
     /// The target.
     pub target: Target,
@@ -214,6 +231,18 @@ pub struct Scraper {
     /// This scrape: hashes and values of the series kept, report series first.
     hashes: Vec<u64>,
     values: Vec<f64>,
+    /// This scrape's explicit timestamps ([`NOT_EXPLICIT`] for none), parallel to `hashes`;
+    /// empty while no sample of the scrape carried one.
+    stamps: Vec<i64>,
+    /// The timestamp column of the record being appended (reused).
+    column: Vec<i64>,
+    /// The last explicit timestamp appended per series of the set (parallel to
+    /// `set_hashes`, [`NOT_EXPLICIT`] for a series without), empty if none had one.
+    set_stamps: Vec<i64>,
+    /// The time of the last scrape appended: the last timestamp of series without one.
+    last_ts_ms: i64,
+    /// This scrape's time, while it runs.
+    ts_ms: i64,
     /// Index of the first series that differs from the set, once one did.
     differs_at: Option<usize>,
     fresh: SeriesList,
@@ -225,7 +254,6 @@ pub struct Scraper {
     /// The target's health as last logged, and how many failures since.
     up: Option<bool>,
     failures: u64,
-    warned_timestamps: bool,
     stats: Rc<ScrapeStats>,
 }
 
@@ -265,6 +293,11 @@ impl Scraper {
             all_stale: false,
             hashes: Vec::new(),
             values: Vec::new(),
+            stamps: Vec::new(),
+            column: Vec::new(),
+            set_stamps: Vec::new(),
+            last_ts_ms: i64::MIN,
+            ts_ms: 0,
             differs_at: None,
             fresh: SeriesList::default(),
             sorted: Vec::new(),
@@ -272,7 +305,6 @@ impl Scraper {
             next_set: SeriesList::default(),
             up: None,
             failures: 0,
-            warned_timestamps: false,
             stats,
         };
         s.build_reports();
@@ -380,16 +412,6 @@ impl Scraper {
                     } = entry
                     {
                         counts.scraped += 1;
-                        if timestamp_ms.is_some()
-                            && self.job.honor_timestamps
-                            && !self.warned_timestamps
-                        {
-                            self.warned_timestamps = true;
-                            warn!(
-                                "target {}: explicit timestamps are not honoured yet; samples get the scrape time",
-                                self.target.url()
-                            );
-                        }
                         self.set.fill_series(data, name, labels);
                         self.set.merge_target(&self.target.labels, honor);
                         self.set.remove_empty();
@@ -421,6 +443,18 @@ impl Scraper {
                         if self.differs_at.is_some() {
                             self.fresh.push(self.set.iter());
                         }
+                        match timestamp_ms.filter(|_| self.job.honor_timestamps) {
+                            Some(t) => {
+                                if self.stamps.is_empty() {
+                                    self.stamps.resize(self.hashes.len(), NOT_EXPLICIT);
+                                }
+                                // A stamp equal to the scrape's own time reads as none.
+                                self.stamps
+                                    .push(if t == self.ts_ms { NOT_EXPLICIT } else { t });
+                            }
+                            None if !self.stamps.is_empty() => self.stamps.push(NOT_EXPLICIT),
+                            None => {}
+                        }
                         self.hashes.push(hash);
                         self.values.push(value);
                     }
@@ -442,8 +476,10 @@ impl Scraper {
         let started = Instant::now();
         self.hashes.clear();
         self.values.clear();
+        self.stamps.clear();
         self.fresh.clear();
         self.differs_at = None;
+        self.ts_ms = ts_ms;
         let mut counts = Counts::default();
         let timeout = self.target.timeout;
         let result = smol::future::or(self.fetch(&mut counts), async {
@@ -491,6 +527,7 @@ impl Scraper {
                 // Start over with a fresh set at the next scrape.
                 self.chain = Chain::default();
                 self.set_hashes.clear();
+                self.set_stamps.clear();
             }
         }
         self.log_health(result.err());
@@ -553,12 +590,20 @@ impl Scraper {
         counts: &mut Counts,
         duration: Duration,
     ) -> Result<u64, WalError> {
+        self.column.clear();
         let same =
             self.differs_at.is_none() && !self.all_stale && self.chain.series_set().is_some();
         if same {
             self.report_values(true, duration, *counts);
-            ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
-            return Ok(self.values.len() as u64);
+            self.last_ts_ms = ts_ms;
+            if self.stamps.is_empty() {
+                self.set_stamps.clear();
+                ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
+                return Ok(self.values.len() as u64);
+            }
+            let late = self.build_column(ts_ms, None);
+            ring.append_stamped(&mut self.chain, ts_ms, &self.values, &self.column)?;
+            return Ok(self.values.len() as u64 - late);
         }
         // The series before the first difference are the old set's: read their labels back.
         let differs_at = self.differs_at.unwrap_or(self.hashes.len());
@@ -583,7 +628,9 @@ impl Scraper {
                             if i < differs_at {
                                 self.next_set.push(labels);
                                 kept_old += 1;
-                            } else if self.sorted.binary_search(h).is_err() {
+                            } else if self.sorted.binary_search(h).is_err()
+                                && self.set_stamps.get(i).is_none_or(|&t| t == NOT_EXPLICIT)
+                            {
                                 stale.push(labels);
                             }
                         }
@@ -600,6 +647,7 @@ impl Scraper {
             // The old set could not be read: nothing to build the unchanged part from. Drop
             // this scrape's samples and write a full set next time.
             self.set_hashes.clear();
+            self.set_stamps.clear();
             self.chain = Chain::default();
             return Err(WalError::SetLost);
         }
@@ -634,6 +682,13 @@ impl Scraper {
                 j += 1;
                 keep[j - 1]
             });
+            if !self.stamps.is_empty() {
+                j = 0;
+                self.stamps.retain(|_| {
+                    j += 1;
+                    keep[j - 1]
+                });
+            }
             self.fresh
                 .copy_into(&mut self.next_set, |i| keep[fresh_start + i]);
             counts.post_relabel -= dups;
@@ -642,12 +697,36 @@ impl Scraper {
             self.fresh.copy_into(&mut self.next_set, |_| true);
         }
         self.reports.copy_into(&mut self.next_set, |_| true);
+        // Each series' last timestamp in the old set, by hash, for the out-of-order check.
+        let late = if self.stamps.is_empty() {
+            self.set_stamps.clear();
+            0
+        } else {
+            let mut old: Vec<(u64, i64)> = self
+                .set_hashes
+                .iter()
+                .copied()
+                .zip(
+                    self.set_stamps
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat(NOT_EXPLICIT)),
+                )
+                .collect();
+            old.sort_unstable();
+            self.build_column(ts_ms, Some(&old))
+        };
         self.report_hashes();
         self.report_values(true, duration, *counts);
         ring.append_series_set(&mut self.chain, self.key, self.next_set.iter())?;
         bump(&self.stats.set_changes, 1);
-        ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
-        let mut appended = self.values.len() as u64;
+        if self.column.is_empty() {
+            ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
+        } else {
+            ring.append_stamped(&mut self.chain, ts_ms, &self.values, &self.column)?;
+        }
+        self.last_ts_ms = ts_ms;
+        let mut appended = self.values.len() as u64 - late;
         self.set_hashes.clear();
         self.set_hashes.extend_from_slice(&self.hashes);
         self.all_stale = false;
@@ -661,6 +740,89 @@ impl Scraper {
         self.fresh.release();
         ring.release_buffers();
         Ok(appended)
+    }
+
+    /// Builds the timestamp column of this scrape's record from `stamps` (the report series
+    /// last, at `ts_ms`) and the set's next `set_stamps`; returns the samples out of order.
+    /// `old` holds the old set's (hash, stamp) pairs, sorted, when the set changed; `None`:
+    /// the series are the set's, in its order.
+    fn build_column(&mut self, ts_ms: i64, old: Option<&[(u64, i64)]>) -> u64 {
+        self.column.clear();
+        match old {
+            None if self.set_stamps.is_empty() => {
+                self.set_stamps.resize(self.set_hashes.len(), NOT_EXPLICIT);
+            }
+            None => {}
+            Some(_) => self.set_stamps.clear(),
+        }
+        let mut late = 0;
+        for (i, &t) in self.stamps.iter().enumerate() {
+            let before = match old {
+                None => self.set_stamps.get(i).copied(),
+                Some(old) => old
+                    .binary_search_by_key(&self.hashes[i], |p| p.0)
+                    .ok()
+                    .map(|j| old[j].1),
+            };
+            let last = before.map(|b| {
+                if b == NOT_EXPLICIT {
+                    self.last_ts_ms
+                } else {
+                    b
+                }
+            });
+            let (entry, kept) = if t == NOT_EXPLICIT {
+                (ts_ms, NOT_EXPLICIT)
+            } else if last.is_some_and(|l| t < l) {
+                // As the agent's appender: older than the series' last sample.
+                late += 1;
+                (ABSENT, before.unwrap_or(NOT_EXPLICIT))
+            } else {
+                (t, t)
+            };
+            self.column.push(entry);
+            match old {
+                None => {
+                    if let Some(s) = self.set_stamps.get_mut(i) {
+                        *s = kept;
+                    }
+                }
+                Some(_) => self.set_stamps.push(kept),
+            }
+        }
+        self.column.extend(std::iter::repeat_n(ts_ms, REPORTS));
+        if old.is_some() {
+            self.set_stamps
+                .extend(std::iter::repeat_n(NOT_EXPLICIT, REPORTS));
+        }
+        bump(&self.stats.out_of_order, late);
+        late
+    }
+
+    /// The column that stale-marks the set's series without an explicit timestamp (the
+    /// others get none, as in Prometheus), or empty when no series of the set had one.
+    fn stale_column(&mut self, ts_ms: i64) {
+        self.column.clear();
+        if !self.set_stamps.is_empty() {
+            self.column.extend(self.set_stamps.iter().map(|&t| {
+                if t == NOT_EXPLICIT {
+                    ts_ms
+                } else {
+                    ABSENT
+                }
+            }));
+        }
+    }
+
+    /// Appends `values` at `ts_ms` with the column of [`Scraper::stale_column`] if any;
+    /// returns the samples sent.
+    fn append_marked(&mut self, ring: &mut Ring, ts_ms: i64) -> Result<u64, WalError> {
+        if self.column.is_empty() {
+            ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
+            return Ok(self.values.len() as u64);
+        }
+        ring.append_stamped(&mut self.chain, ts_ms, &self.values, &self.column)?;
+        Ok(self.column.iter().filter(|&&t| t != ABSENT).count() as u64)
     }
 
     /// StaleNaN for each series of `list`, in a set of its own.
@@ -695,15 +857,18 @@ impl Scraper {
             self.values
                 .extend(std::iter::repeat_n(f64::from_bits(STALE_NAN_BITS), n));
             self.report_values(false, duration, counts);
-            ring.append_samples(&mut self.chain, ts_ms, &self.values)?;
+            self.stale_column(ts_ms);
+            let appended = self.append_marked(ring, ts_ms)?;
+            self.last_ts_ms = ts_ms;
             self.all_stale = true;
-            return Ok(self.values.len() as u64);
+            return Ok(appended);
         }
         if !has_set || self.set_hashes.len() != REPORTS {
             self.report_hashes();
             ring.append_series_set(&mut self.chain, self.key, self.reports.iter())?;
             self.set_hashes.clear();
             self.set_hashes.extend_from_slice(&self.hashes);
+            self.set_stamps.clear();
             self.all_stale = false;
         }
         self.report_values(false, duration, counts);
@@ -727,8 +892,8 @@ impl Scraper {
             self.values.clear();
             self.values
                 .extend(std::iter::repeat_n(stale, self.set_hashes.len()));
-            ring.append_samples(&mut self.chain, ts_ms, &self.values)
-                .map(|_| ())
+            self.stale_column(ts_ms);
+            self.append_marked(ring, ts_ms).map(|_| ())
         };
         if let Err(e) = result {
             warn!(
@@ -738,6 +903,7 @@ impl Scraper {
         }
         self.chain = Chain::default();
         self.set_hashes.clear();
+        self.set_stamps.clear();
         ring.release_buffers();
     }
 }

@@ -855,8 +855,11 @@ struct Link {
 impl Link {
     /// Encodes one scrape, sending each request that fills up. Leaves the rest pending.
     fn take(&mut self, batch: &Batch<'_>) -> Result<(), Abandoned> {
-        let ts = batch.timestamp_ms;
         for (i, &value) in batch.values.iter().enumerate() {
+            // A value the scrape did not append (an out-of-order explicit timestamp).
+            let Some(ts) = batch.timestamp(i) else {
+                continue;
+            };
             let sample = [(ts, value)];
             if self.rw.write_relabel_configs.is_empty() {
                 self.request

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::codec::SeriesState;
-use super::record::{self, SetIndex, SetView, KEY_FRAME, TYPE_SAMPLES, TYPE_SERIES_SET};
+use super::record::{self, SetIndex, SetView, KEY_FRAME, TYPE_SAMPLES_STAMPED, TYPE_SERIES_SET};
 use super::{bump, payload_of, EndpointStats, Shared};
 
 /// One scrape read back: a target's values at one timestamp, with their labels.
@@ -24,6 +24,20 @@ pub struct Batch<'a> {
     pub series: SetView<'a>,
     /// The values.
     pub values: &'a [f64],
+    /// Each value's timestamp when the scrape carried explicit ones, else empty (all are
+    /// `timestamp_ms`); [`super::codec::ABSENT`] marks a value not to send.
+    pub timestamps: &'a [i64],
+}
+
+impl Batch<'_> {
+    /// The timestamp of value `i`, or `None` if it is not to be sent.
+    pub fn timestamp(&self, i: usize) -> Option<i64> {
+        match self.timestamps.get(i) {
+            None => Some(self.timestamp_ms),
+            Some(&super::codec::ABSENT) => None,
+            Some(&t) => Some(t),
+        }
+    }
 }
 
 /// The coding state of one chain as this reader has followed it.
@@ -51,6 +65,7 @@ pub struct Consumer {
     /// Per series-set offset.
     chains: HashMap<u64, ChainState>,
     values: Vec<f64>,
+    timestamps: Vec<i64>,
     reads: u64,
 }
 
@@ -73,6 +88,7 @@ impl Consumer {
             set_target: 0,
             chains: HashMap::new(),
             values: Vec::new(),
+            timestamps: Vec::new(),
             reads: 0,
         }
     }
@@ -134,7 +150,7 @@ impl Consumer {
                 let tail = self.shared.tail.load(Ordering::Acquire);
                 self.chains.retain(|&set, _| set >= tail);
             }
-            if meta.kind != TYPE_SAMPLES {
+            if !record::is_samples(meta.kind) {
                 continue;
             }
             let Some((set, _, n, base)) = record::samples_head(payload_of(&self.frame)) else {
@@ -152,7 +168,18 @@ impl Consumer {
             }
             let chain = self.chains.entry(set).or_default();
             let payload = payload_of(&self.frame);
-            match record::decode_samples_into(payload, &mut chain.states, &mut self.values) {
+            let decoded = if meta.kind == TYPE_SAMPLES_STAMPED {
+                record::decode_stamped_into(
+                    payload,
+                    &mut chain.states,
+                    &mut self.values,
+                    &mut self.timestamps,
+                )
+            } else {
+                self.timestamps.clear();
+                record::decode_samples_into(payload, &mut chain.states, &mut self.values)
+            };
+            match decoded {
                 Some((_, timestamp_ms, _)) => {
                     chain.last = meta.offset;
                     return Some(Batch {
@@ -164,6 +191,7 @@ impl Consumer {
                             index: &self.set_index,
                         },
                         values: &self.values,
+                        timestamps: &self.timestamps,
                     });
                 }
                 None => {
@@ -218,7 +246,7 @@ impl Consumer {
                 break;
             }
             at = m.next;
-            if m.kind != TYPE_SAMPLES {
+            if !record::is_samples(m.kind) {
                 continue;
             }
             let payload = payload_of(&self.scratch);

@@ -38,7 +38,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, Header, HEADER_SIZE, MAGIC};
-use super::record::{self, TYPE_SAMPLES, TYPE_SERIES_SET};
+use super::record::{self, TYPE_SAMPLES, TYPE_SAMPLES_STAMPED, TYPE_SERIES_SET};
 use super::{io, Found, Ring, WalError, RING_FILE};
 
 /// Why the ring cannot use a header copy; the checks [`Ring::open`] makes, in its order.
@@ -286,7 +286,7 @@ impl Walk {
                     None => report.malformed_records += 1,
                 }
             }
-            TYPE_SAMPLES => {
+            TYPE_SAMPLES | TYPE_SAMPLES_STAMPED => {
                 report.samples_records += 1;
                 let Some((set, ts_ms, n, _)) = record::samples_head(payload) else {
                     report.malformed_records += 1;

@@ -61,7 +61,7 @@ use rustix::fs::{FallocateFlags, FlockOperation};
 pub use consumer::{Batch, Consumer};
 use format::{Bad, Header, DATA_START, HEADER_SIZE, MAGIC, MAX_CURSORS, MIN_RECORD, TYPE_PAD};
 use mmap::Region;
-use record::{SetIndex, SetView, TYPE_SAMPLES, TYPE_SERIES_SET};
+use record::{SetIndex, SetView, TYPE_SAMPLES, TYPE_SAMPLES_STAMPED, TYPE_SERIES_SET};
 
 /// The ring file's name in the storage directory.
 pub const RING_FILE: &str = "ring";
@@ -594,7 +594,7 @@ impl Writer {
         if kind != TYPE_PAD {
             bump(&shared.counters.records_overwritten, 1);
         }
-        if kind == TYPE_SAMPLES {
+        if record::is_samples(kind) {
             let end = (format::RECORD_HEAD as u64 + len).min(head.len() as u64);
             let payload = &head[format::RECORD_HEAD + 1..usize::try_from(end).unwrap_or(0)];
             let n = record::samples_head(payload).map_or(0, |h| h.2) as u64;
@@ -931,6 +931,19 @@ impl Ring {
         timestamp_ms: i64,
         values: &[f64],
     ) -> Result<u64, WalError> {
+        self.append_stamped(chain, timestamp_ms, values, &[])
+    }
+
+    /// [`Ring::append_samples`] with a timestamp per value (`timestamps` as long as `values`;
+    /// [`codec::ABSENT`] for a value not to send), or none when `timestamps` is empty.
+    pub fn append_stamped(
+        &mut self,
+        chain: &mut Chain,
+        timestamp_ms: i64,
+        values: &[f64],
+        timestamps: &[i64],
+    ) -> Result<u64, WalError> {
+        debug_assert!(timestamps.is_empty() || timestamps.len() == values.len());
         let mut set = chain.set.ok_or(WalError::SetLost)?;
         if set < self.w.tail || self.w.head - set > self.rewrite_after {
             chain.last = None;
@@ -949,10 +962,16 @@ impl Ring {
             chain.last,
             &mut chain.states,
             values,
+            timestamps,
             &mut self.bits,
             &mut self.payload,
         );
-        match self.w.append(TYPE_SAMPLES, &self.payload) {
+        let kind = if timestamps.is_empty() {
+            TYPE_SAMPLES
+        } else {
+            TYPE_SAMPLES_STAMPED
+        };
+        match self.w.append(kind, &self.payload) {
             Ok(at) => {
                 chain.last = Some(at);
                 Ok(at)

@@ -38,6 +38,7 @@ pub mod fuzzing;
 pub mod labels;
 pub mod lifecycle;
 pub mod limits;
+pub mod metadata;
 pub mod parse;
 pub mod relabel;
 pub mod scrape;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{error, info, warn};
 
 use crate::config::{Config, RemoteWriteConfig, ScrapeConfig};
+use crate::metadata;
 use crate::scrape::clock::Clock;
 use crate::scrape::{self, ScrapeStats, Scraper, StopSignal};
 use crate::selfmetrics::Kind;
@@ -90,6 +91,8 @@ pub struct Agent {
     pub shared: Rc<Shared>,
     sync_every: Duration,
     sync_thread: Option<SyncThread>,
+    /// The targets' HELP/TYPE/UNIT, for the senders that send it.
+    metadata: Arc<metadata::Store>,
 }
 
 fn now_s() -> f64 {
@@ -169,6 +172,7 @@ impl Agent {
             shared,
             sync_every,
             sync_thread: None,
+            metadata: Arc::default(),
         };
         // Endpoints first: a new endpoint's reader starts at the head, so it must exist
         // before the first scrape is appended.
@@ -194,6 +198,8 @@ impl Agent {
                 Rc::clone(&self.shared.scrapes),
             ),
         };
+        let mut scraper = scraper;
+        scraper.set_metadata(Some(Arc::clone(&self.metadata)));
         let key = scraper.key();
         let stop = Rc::new(StopSignal::default());
         let task = self.ex.spawn(scrape::run(
@@ -295,6 +301,12 @@ impl Agent {
         ring.retain_cursors(&keys);
         let mut endpoints = self.shared.endpoints.borrow_mut();
         endpoints.clear();
+        self.metadata.set_wanted(
+            self.config
+                .remote_write
+                .iter()
+                .any(|rw| rw.metadata_config.send),
+        );
         for (i, rw) in self.config.remote_write.iter().enumerate() {
             let key = keys[i];
             let stats = Arc::new(SenderStats::default());
@@ -314,6 +326,7 @@ impl Agent {
                     .map_err(|e| e.to_string())
                 })
                 .and_then(|sender| {
+                    let sender = sender.with_metadata(Arc::clone(&self.metadata));
                     let sender = if i == 0 {
                         sender.with_sync(ring.syncer(), self.sync_every)
                     } else {
@@ -552,7 +565,7 @@ fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
         ],
     );
     let endpoints = shared.endpoints.borrow();
-    let per_endpoint: [EndpointFamily; 9] = [
+    let per_endpoint: [EndpointFamily; 12] = [
         (
             "prometheus_remote_storage_samples_total",
             "Total number of samples sent to remote storage.",
@@ -570,6 +583,24 @@ fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
             "Total number of samples which failed on send to remote storage but were retried because the send error was recoverable.",
             Kind::Counter,
             |e, _| e.stats.samples_retried_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "prometheus_remote_storage_metadata_total",
+            "Total number of metadata entries sent to remote storage.",
+            Kind::Counter,
+            |e, _| e.stats.metadata_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "prometheus_remote_storage_metadata_failed_total",
+            "Total number of metadata entries which failed on send to remote storage, non-recoverable errors.",
+            Kind::Counter,
+            |e, _| e.stats.metadata_failed_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "prometheus_remote_storage_metadata_bytes_total",
+            "The total number of bytes of metadata sent by the queue after compression.",
+            Kind::Counter,
+            |e, _| e.stats.metadata_bytes_total.load(Ordering::Relaxed) as f64,
         ),
         (
             "prometheus_remote_storage_samples_dropped_total",

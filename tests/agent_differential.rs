@@ -38,6 +38,11 @@
 //! sends those too; `e_old`, stamped two minutes before the start, shows that one more
 //! deliberate difference.
 //!
+//! Metadata: some families carry `# HELP`, `# TYPE` and `# UNIT` lines (with escapes, in both
+//! formats), and both agents send metadata every 2 s (`metadata_config.send_interval`). The
+//! distinct entries each receiver got over the run must be the same, and equal to the ones
+//! written out from the bodies.
+//!
 //! What must match. Every series' sequence is the same in both agents, except the few below
 //! where promlet differs from 2.42 on purpose (src/scrape/mod.rs, "Deliberate differences from
 //! 2.42"): for those the test asserts each agent's exact sequence, so that a change on either
@@ -150,6 +155,9 @@ fn vanish(k: usize) -> Answer {
     if k >= 2 {
         let _ = writeln!(s, "c {}", 100 + k);
     }
+    s.push_str(
+        "# TYPE d_bytes gauge\n# UNIT d_bytes bytes\n# HELP d_bytes Size \\\"in\\\" bytes \\\\ \\n.\nd_bytes 1\n",
+    );
     s.push_str("# EOF\n");
     reply(OPENMETRICS, &s)
 }
@@ -194,7 +202,8 @@ fn relabel(k: usize) -> Answer {
     reply(
         TEXT,
         &format!(
-            "a {k}\ndrop_me {k}\nother {k}\n\
+            "a {k}\n# HELP drop_me Dropped, still described: \\\\ \\n \\x.\n# TYPE drop_me counter\n\
+             drop_me {k}\nother {k}\n# TYPE keep_x untyped\n\
              keep_x{{meta_zone=\"z1\",id=\"alpha\"}} {k}\n\
              keep_y{{id=\"beta\",meta_rack=\"r2\"}} {}\n",
             k + 1000
@@ -365,7 +374,7 @@ fn config(ports: &BTreeMap<&str, u16>, receiver_url: &str, reloaded: bool) -> St
     }
     let _ = write!(
         c,
-        "remote_write:\n  - url: {receiver_url}\n    queue_config: {{batch_send_deadline: 1s, min_backoff: 50ms}}\n"
+        "remote_write:\n  - url: {receiver_url}\n    queue_config: {{batch_send_deadline: 1s, min_backoff: 50ms}}\n    metadata_config: {{send_interval: 2s}}\n"
     );
     c
 }
@@ -1120,6 +1129,25 @@ fn same_targets_same_series_as_prometheus_agent() {
         {
             differences.push(format!(
                 "{}: an unexpected stamped series {extra}",
+                agent.name()
+            ));
+        }
+    }
+    // Metadata: every distinct entry sent over the run, the same from both, as written.
+    let want: BTreeSet<(u64, String, String, String)> = [
+        (2, "a", "", ""),
+        (2, "d_bytes", "Size \"in\" bytes \\ \n.", "bytes"),
+        (1, "drop_me", "Dropped, still described: \\ \n \\x.", ""),
+        (0, "keep_x", "", ""),
+    ]
+    .into_iter()
+    .map(|(t, n, h, u)| (t, n.to_owned(), h.to_owned(), u.to_owned()))
+    .collect();
+    for agent in AGENTS {
+        let got: BTreeSet<_> = receivers[agent.index()].metadata().into_iter().collect();
+        if got != want {
+            differences.push(format!(
+                "{}: metadata sent {got:?}, expected {want:?}",
                 agent.name()
             ));
         }

@@ -361,7 +361,7 @@ fn a_warm_write_request_allocates_nothing() {
 /// The scrape loop itself, once warm: a scrape of a 10k-series target over a kept-alive
 /// connection on 127.0.0.1 — request, response head, body (plain, then gzip), parse, labels,
 /// metric relabeling, hashing, the comparison with the series-set, the ring append — and its
-/// timeout timer allocate nothing on the loop thread. The target runs on other threads.
+/// timeout timer, its explicit timestamps and its metadata allocate nothing on the loop thread. The target runs on other threads.
 #[test]
 fn a_warm_scrape_allocates_nothing_on_the_loop() {
     use promlet::scrape::{ScrapeStats, Scraper};
@@ -403,6 +403,11 @@ fn a_warm_scrape_allocates_nothing_on_the_loop() {
     let ring = std::cell::RefCell::new(Ring::open(&dir.0, 16 << 20).expect("ring"));
     let stats = Rc::new(ScrapeStats::default());
     let mut scraper = Scraper::new(targets[0].clone(), Rc::new(sc), Rc::clone(&stats));
+    // Metadata collected as when an endpoint sends it; the body's explicit timestamps are
+    // honoured (the stamped records).
+    let store = std::sync::Arc::new(promlet::metadata::Store::default());
+    store.set_wanted(true);
+    scraper.set_metadata(Some(std::sync::Arc::clone(&store)));
     let mut ts = 1_700_000_000_000;
     let clock = promlet::scrape::clock::Clock::new();
     // The scrape and the clock's driver are polled together by a plain block_on, without an
@@ -437,6 +442,12 @@ fn a_warm_scrape_allocates_nothing_on_the_loop() {
             );
             assert_eq!(stats.failed.get(), 0, "{round}");
             assert_eq!(n, 0, "{round}: 5 warm scrapes allocated {n} times");
+            assert_eq!(
+                store.snapshot().len(),
+                1,
+                "the target's metadata was published"
+            );
+            assert_eq!(stats.out_of_order.get(), 0);
         }
     }
 }

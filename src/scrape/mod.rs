@@ -52,6 +52,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,6 +62,7 @@ use crate::auth::{Credentials, CredentialsError};
 use crate::config::ScrapeConfig;
 use crate::labels::{HonorLabels, LabelSet};
 use crate::limits::{check_labels, LimitError, SampleCounter};
+use crate::metadata;
 use crate::parse::float::STALE_NAN_BITS;
 use crate::parse::{Entry, Format, ParseError, Parser, Step, Window};
 use crate::relabel::{process_set, Scratch};
@@ -254,6 +256,8 @@ pub struct Scraper {
     /// The target's health as last logged, and how many failures since.
     up: Option<bool>,
     failures: u64,
+    /// HELP/TYPE/UNIT collection, when some endpoint sends metadata.
+    metadata: Option<(Arc<metadata::Store>, metadata::Collector)>,
     stats: Rc<ScrapeStats>,
 }
 
@@ -305,6 +309,7 @@ impl Scraper {
             next_set: SeriesList::default(),
             up: None,
             failures: 0,
+            metadata: None,
             stats,
         };
         s.build_reports();
@@ -320,6 +325,20 @@ impl Scraper {
         self.target = target;
         self.job = job;
         self.build_reports();
+    }
+
+    /// Collects the target's metadata into `store` from the next scrape on (`None`: no
+    /// endpoint sends metadata).
+    pub fn set_metadata(&mut self, store: Option<Arc<metadata::Store>>) {
+        match (store, &mut self.metadata) {
+            (Some(s), Some((held, _))) if Arc::ptr_eq(&s, held) => {}
+            (Some(s), _) => self.metadata = Some((s, metadata::Collector::default())),
+            (None, _) => {
+                if let Some((s, _)) = self.metadata.take() {
+                    s.remove(self.key);
+                }
+            }
+        }
     }
 
     fn build_reports(&mut self) {
@@ -366,8 +385,20 @@ impl Scraper {
             req.extend_from_slice(b"\r\n");
         }
         self.client.send().await.map_err(ScrapeError::Http)?;
-        self.parser
-            .reset(Format::from_content_type(Some(self.client.content_type())));
+        let format = Format::from_content_type(Some(self.client.content_type()));
+        self.parser.reset(format);
+        let openmetrics = matches!(format, Format::OpenMetrics);
+        let mut meta = match &mut self.metadata {
+            Some((store, c)) if store.wanted() => {
+                c.begin();
+                Some(c)
+            }
+            Some((_, c)) => {
+                c.reset();
+                None
+            }
+            None => None,
+        };
         self.window.clear();
         let limits = self.job.limits;
         let honor = if self.job.honor_labels {
@@ -403,6 +434,14 @@ impl Scraper {
                 }
                 Ok(Step::End(_)) => break,
                 Ok(Step::Entry(entry, used)) => {
+                    if let Some(c) = meta.as_mut() {
+                        match &entry {
+                            Entry::Help { name, text } => c.help(name, text, openmetrics),
+                            Entry::Type { name, kind } => c.kind(name, *kind),
+                            Entry::Unit { name, unit } => c.unit(name, unit),
+                            _ => {}
+                        }
+                    }
                     if let Entry::Series {
                         data,
                         name,
@@ -509,6 +548,13 @@ impl Scraper {
         }
         let mut ring = ring.borrow_mut();
         let ok = result.is_ok();
+        if let (true, Some((store, c))) = (ok, &mut self.metadata) {
+            if store.wanted() {
+                if let Some(blob) = c.finish() {
+                    store.publish(self.key, blob);
+                }
+            }
+        }
         let appended = if ok {
             self.commit_success(&mut ring, ts_ms, &mut counts, duration)
         } else {
@@ -904,6 +950,10 @@ impl Scraper {
         self.chain = Chain::default();
         self.set_hashes.clear();
         self.set_stamps.clear();
+        if let Some((store, c)) = &mut self.metadata {
+            store.remove(self.key);
+            c.reset();
+        }
         ring.release_buffers();
     }
 }

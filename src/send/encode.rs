@@ -8,6 +8,9 @@
 //! - `TimeSeries { repeated Label labels = 1; repeated Sample samples = 2 }`
 //! - `Label { string name = 1; string value = 2 }`
 //! - `Sample { double value = 1; int64 timestamp = 2 }` (milliseconds)
+//! - `MetricMetadata { MetricType type = 1; string metric_family_name = 2; string help = 4;
+//!   string unit = 5 }` (`MetricType`: UNKNOWN 0, COUNTER 1, GAUGE 2, HISTOGRAM 3,
+//!   GAUGEHISTOGRAM 4, SUMMARY 5, INFO 6, STATESET 7)
 //!
 //! Labels go out sorted by name, with no repeated name and no empty value, as the spec
 //! requires. [`WriteRequest::push`] merges the `external_labels` into each series' own
@@ -88,6 +91,7 @@ pub struct WriteRequest {
     snappy: snap::raw::Encoder,
     series: usize,
     samples: usize,
+    metadata: usize,
 }
 
 impl Default for WriteRequest {
@@ -98,6 +102,7 @@ impl Default for WriteRequest {
             snappy: snap::raw::Encoder::new(),
             series: 0,
             samples: 0,
+            metadata: 0,
         }
     }
 }
@@ -108,6 +113,7 @@ impl WriteRequest {
         self.raw.clear();
         self.series = 0;
         self.samples = 0;
+        self.metadata = 0;
     }
 
     /// Series and samples in the request.
@@ -164,6 +170,33 @@ impl WriteRequest {
         self.samples += samples.len();
     }
 
+    /// Adds one `MetricMetadata` (proto3: a zero type and empty strings are left out).
+    pub fn push_metadata(&mut self, kind: u8, name: &[u8], help: &[u8], unit: &[u8]) {
+        let field = |n: usize| if n == 0 { 0 } else { delimited_len(n) };
+        let len = if kind == 0 { 0 } else { 2 }
+            + field(name.len())
+            + field(help.len())
+            + field(unit.len());
+        let out = &mut self.raw;
+        put_key(out, 3, BYTES);
+        put_varint(out, len as u64);
+        if kind != 0 {
+            put_key(out, 1, VARINT);
+            put_varint(out, u64::from(kind));
+        }
+        for (f, b) in [(2, name), (4, help), (5, unit)] {
+            if !b.is_empty() {
+                put_delimited(out, f, b);
+            }
+        }
+        self.metadata += 1;
+    }
+
+    /// Metadata entries in the request.
+    pub fn metadata_len(&self) -> usize {
+        self.metadata
+    }
+
     /// The encoded `WriteRequest`, uncompressed.
     pub fn raw(&self) -> &[u8] {
         &self.raw
@@ -190,6 +223,24 @@ mod tests {
         l.iter()
             .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .collect()
+    }
+
+    #[test]
+    fn metadata_encodes_to_the_bytes_the_spec_gives() {
+        let mut w = WriteRequest::default();
+        w.push_metadata(1, b"up", b"hi", b"");
+        w.push_metadata(0, b"x", b"", b"s");
+        // metadata(3) { type(1) 1, metric_family_name(2) "up", help(4) "hi" },
+        // metadata(3) { metric_family_name(2) "x", unit(5) "s" }: worked out by hand.
+        assert_eq!(
+            w.raw(),
+            [
+                0x1a, 10, 0x08, 1, 0x12, 2, b'u', b'p', 0x22, 2, b'h', b'i', //
+                0x1a, 6, 0x12, 1, b'x', 0x2a, 1, b's',
+            ]
+        );
+        assert_eq!(w.metadata_len(), 2);
+        assert!(w.is_empty(), "no series");
     }
 
     #[test]

@@ -44,6 +44,7 @@
 //! request and header map, the response head); that is accepted on the sender thread, which
 //! is off the scrape path and sends at most one request per `max_samples_per_send` samples.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -56,6 +57,7 @@ use crate::auth::{Credentials, CredentialsError};
 use crate::config::http::{Auth, TlsConfig, TlsVersion};
 use crate::config::RemoteWriteConfig;
 use crate::labels::LabelSet;
+use crate::metadata::{self, Store};
 use crate::relabel::{process_set, Scratch};
 use crate::wal::{Batch, Consumer, Syncer};
 
@@ -121,6 +123,25 @@ pub struct SenderStats {
     pub failed_requests_total: AtomicU64,
     /// Samples read from the ring and not yet acknowledged or dropped (0 once stopped).
     pub samples_pending: AtomicU64,
+    /// Metadata entries acknowledged: `prometheus_remote_storage_metadata_total`.
+    pub metadata_total: AtomicU64,
+    /// Metadata entries in requests that got no 2xx:
+    /// `prometheus_remote_storage_metadata_failed_total`.
+    pub metadata_failed_total: AtomicU64,
+    /// Compressed bytes of acknowledged metadata requests:
+    /// `prometheus_remote_storage_metadata_bytes_total`.
+    pub metadata_bytes_total: AtomicU64,
+}
+
+/// A sender's share of the metadata (`metadata_config.send`).
+#[derive(Debug)]
+struct MetadataSend {
+    store: Arc<Store>,
+    every: Duration,
+    due: Instant,
+    /// `metadata_config.max_samples_per_send`, at least 1.
+    max: usize,
+    request: WriteRequest,
 }
 
 fn bump(counter: &AtomicU64, n: usize) {
@@ -850,6 +871,7 @@ struct Link {
     sent_once: bool,
     /// Acknowledged up to here, not committed yet (the consumer is borrowed by a batch).
     to_commit: Option<u64>,
+    metadata: Option<MetadataSend>,
 }
 
 impl Link {
@@ -1011,6 +1033,60 @@ impl Link {
         Ok(())
     }
 
+    /// Sends every distinct metadata entry of the live targets, in requests of at most
+    /// `max_samples_per_send` entries. Each request is tried once: a failure is counted
+    /// and the rest waits for the next interval, which resends everything anyway (unlike
+    /// Prometheus, which retries it; samples share this thread and must not wait on it).
+    fn send_metadata(&mut self) {
+        let Some(mut m) = self.metadata.take() else {
+            return;
+        };
+        m.due = Instant::now() + m.every;
+        let blobs = m.store.snapshot();
+        let mut seen: HashSet<metadata::Entry<'_>> = HashSet::new();
+        m.request.clear();
+        let mut ok = true;
+        for e in blobs.iter().flat_map(|b| metadata::entries(b)) {
+            if !seen.insert(e) {
+                continue;
+            }
+            m.request.push_metadata(e.kind, e.name, e.help, e.unit);
+            if m.request.metadata_len() >= m.max {
+                ok = self.post_metadata(&mut m.request);
+                if !ok {
+                    break;
+                }
+            }
+        }
+        if ok && m.request.metadata_len() > 0 {
+            self.post_metadata(&mut m.request);
+        }
+        m.request.clear();
+        self.metadata = Some(m);
+    }
+
+    /// One metadata request; true if it was acknowledged.
+    fn post_metadata(&mut self, request: &mut WriteRequest) -> bool {
+        let n = request.metadata_len();
+        let body = request.body();
+        let answer = self.client.post(&self.rw, body, None);
+        log::debug!(
+            "remote write {}: {n} metadata entries, {} bytes: {}",
+            self.health.origin,
+            body.len(),
+            Outcome(&answer)
+        );
+        let ok = answer.is_ok();
+        if ok {
+            bump(&self.stats.metadata_total, n);
+            bump(&self.stats.metadata_bytes_total, body.len());
+        } else {
+            bump(&self.stats.metadata_failed_total, n);
+        }
+        request.clear();
+        ok
+    }
+
     /// The request is done: what it completed may be committed; start a new one.
     fn settle(&mut self) {
         if let Some(c) = self.pending.complete.take() {
@@ -1107,6 +1183,7 @@ impl Sender {
                 },
                 sent_once: false,
                 to_commit: None,
+                metadata: None,
             },
         })
     }
@@ -1121,6 +1198,23 @@ impl Sender {
             due: Instant::now() + every,
             failing: false,
         });
+        self
+    }
+
+    /// Makes this sender send the targets' metadata from `store` every
+    /// `metadata_config.send_interval`, the first time one interval after start, as
+    /// Prometheus' metadata watcher does (nothing if `metadata_config.send` is off).
+    pub fn with_metadata(mut self, store: Arc<Store>) -> Sender {
+        let m = &self.link.rw.metadata_config;
+        if m.send && !m.send_interval.is_zero() {
+            self.link.metadata = Some(MetadataSend {
+                store,
+                every: m.send_interval,
+                due: Instant::now() + m.send_interval,
+                max: usize::try_from(m.max_samples_per_send.max(1)).unwrap_or(usize::MAX),
+                request: WriteRequest::default(),
+            });
+        }
         self
     }
 
@@ -1204,6 +1298,13 @@ impl Sender {
             }
             if let Some(s) = self.link.sync.as_ref() {
                 wake = wake.min(s.due);
+            }
+            if let Some(due) = self.link.metadata.as_ref().map(|m| m.due) {
+                if now >= due {
+                    self.link.send_metadata();
+                    continue;
+                }
+                wake = wake.min(due);
             }
             self.consumer.wait(wake.saturating_duration_since(now));
             if let Some(s) = self.link.sync.as_mut() {

@@ -105,6 +105,35 @@ pub fn decode_write_request(b: &[u8]) -> Vec<Received> {
     out
 }
 
+/// One `MetricMetadata`: (type, metric family name, help, unit).
+pub type Metadata = (u64, String, String, String);
+
+/// The metadata of a `prometheus.WriteRequest` (`repeated MetricMetadata metadata = 3`;
+/// `MetricMetadata { MetricType type = 1; string metric_family_name = 2; string help = 4;
+/// string unit = 5; }`).
+#[allow(dead_code)]
+pub fn decode_metadata(b: &[u8]) -> Vec<Metadata> {
+    let mut out = Vec::new();
+    for (field, _, m) in fields(b) {
+        if field != 3 {
+            continue;
+        }
+        let mut entry: Metadata = (0, String::new(), String::new(), String::new());
+        for (f, _, v) in fields(&m) {
+            let text = || String::from_utf8(v.clone()).expect("utf8 metadata");
+            match f {
+                1 => entry.0 = u64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
+                2 => entry.1 = text(),
+                4 => entry.2 = text(),
+                5 => entry.3 = text(),
+                _ => {}
+            }
+        }
+        out.push(entry);
+    }
+    out
+}
+
 /// One HTTP request as read: request line, headers (names lowercased, in order), body.
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
@@ -362,6 +391,21 @@ impl Scripted {
             .into_iter()
             .filter(|w| (200..300).contains(&w.answered))
             .flat_map(|w| w.series)
+            .collect()
+    }
+
+    /// The metadata entries of the requests answered 2xx, in order.
+    #[allow(dead_code)]
+    pub fn metadata(&self) -> Vec<Metadata> {
+        self.writes()
+            .into_iter()
+            .filter(|w| (200..300).contains(&w.answered))
+            .flat_map(|w| {
+                let raw = snap::raw::Decoder::new()
+                    .decompress_vec(&w.request.body)
+                    .expect("a snappy block body");
+                decode_metadata(&raw)
+            })
             .collect()
     }
 

@@ -848,6 +848,28 @@ fn tls_files_and_unsupported_settings_are_refused_by_name() {
         e,
         format!("tls_config.cert_file {v1}: not an X.509 v3 certificate (rustls takes v3 only)")
     );
+    // A key that is not the certificate's: refused here, where ureq would panic at the first
+    // connection (and abort the process).
+    let cli = dir.join("cli.pem").display().to_string();
+    let other_key = dir.join("srv.key").display().to_string();
+    let e = refuse(&mut node, &|rw| {
+        rw.http.tls_config.cert_file = cli.clone();
+        rw.http.tls_config.key_file = other_key.clone();
+    });
+    assert!(
+        e.starts_with(&format!(
+            "tls_config.key_file {other_key}: refused with cert_file: "
+        )),
+        "{e}"
+    );
+    let e = refuse(&mut node, &|rw| {
+        rw.http.tls_config.cert_file = cli.clone();
+        rw.http.tls_config.key_file = empty.clone();
+    });
+    assert_eq!(
+        e,
+        format!("tls_config.key_file {empty}: no usable private key in it")
+    );
     let e = refuse(&mut node, &|rw| {
         rw.http.tls_config.server_name = "other".to_owned()
     });

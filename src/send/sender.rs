@@ -699,6 +699,26 @@ fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
     Vec::new()
 }
 
+/// Whether rustls (ring provider) takes the key in `key_pem` with `chain` as ureq will hand
+/// them to it: the key must load and match the certificate's public key.
+fn check_client_cert(
+    chain: &[ureq::tls::Certificate<'static>],
+    key_pem: &[u8],
+) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = chain
+        .iter()
+        .map(|c| CertificateDer::from(c.der().to_vec()))
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|_| "no usable private key in it".to_owned())?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider)
+        .map(|_| ())
+        .map_err(|e| format!("refused with cert_file: {e}"))
+}
+
 fn tls_config(tls: &TlsConfig, https: bool) -> Result<ureq::tls::TlsConfig, SendError> {
     use ureq::tls::{parse_pem, Certificate, ClientCert, PemItem, PrivateKey, RootCerts};
     // ureq builds its rustls config itself: it offers neither a server-name override nor a
@@ -776,11 +796,9 @@ fn tls_config(tls: &TlsConfig, https: bool) -> Result<ureq::tls::TlsConfig, Send
                 ));
             }
             // ureq builds its rustls config at the first connection and panics (with
-            // `panic = "abort"`, the process dies) if rustls refuses the client certificate.
-            // Catch the common case here: webpki takes X.509 v3 only, and `openssl x509 -req`
-            // without extensions writes v1. A key that does not match the certificate still
-            // reaches that panic: refusing it here needs rustls itself (see the report of
-            // issue 6: add `rustls` as a direct dependency, already in the tree).
+            // `panic = "abort"`, the process dies) if rustls refuses the client certificate or
+            // key: both are checked here as rustls will check them (below). webpki takes
+            // X.509 v3 only, and `openssl x509 -req` without extensions writes v1.
             if x509_version(chain[0].der()) != Some(3) {
                 return Err(bad(
                     "cert_file",
@@ -797,6 +815,8 @@ fn tls_config(tls: &TlsConfig, https: bool) -> Result<ureq::tls::TlsConfig, Send
                     "no usable private key in it".to_owned(),
                 )
             })?;
+            check_client_cert(&chain, &pem)
+                .map_err(|reason| bad("key_file", &tls.key_file, reason))?;
             builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
         }
         (true, false) => {

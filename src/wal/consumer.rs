@@ -143,7 +143,9 @@ impl Consumer {
     /// counted ([`EndpointStats::undecodable`]).
     pub fn next_batch(&mut self) -> Option<Batch<'_>> {
         loop {
-            let meta = self.shared.read(self.at, &mut self.frame)?;
+            let meta = self
+                .shared
+                .read_if(self.at, &mut self.frame, record::is_samples)?;
             self.at = meta.next;
             self.reads += 1;
             if self.reads % 256 == 0 {
@@ -241,7 +243,10 @@ impl Consumer {
                 .unwrap_or_default(),
         };
         let mut at = set;
-        while let Some(m) = self.shared.read(at, &mut self.scratch) {
+        while let Some(m) = self
+            .shared
+            .read_if(at, &mut self.scratch, record::is_samples)
+        {
             if m.offset >= until {
                 break;
             }

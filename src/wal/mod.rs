@@ -335,12 +335,37 @@ impl Shared {
     /// the tail has passed starts at the tail; damaged bytes are skipped to the next valid
     /// record (counted). `None` at the head.
     fn read(&self, offset: u64, buf: &mut Vec<u8>) -> Option<Meta> {
+        self.read_if(offset, buf, |_| true)
+    }
+
+    /// [`Shared::read`], copying (and checking) only records whose type `wanted` takes: for
+    /// the others only the head is read, so a reader passing a target's large series-set
+    /// copies none of it. Their payload is not CRC-checked; a damaged length lands on bytes
+    /// that are not a record, which the next read resyncs past.
+    fn read_if(&self, offset: u64, buf: &mut Vec<u8>, wanted: impl Fn(u8) -> bool) -> Option<Meta> {
         let mut at = offset;
         loop {
             at = self.skip_wrap(at.max(self.tail.load(Ordering::Acquire)));
             let head = self.head.load(Ordering::Acquire);
             if at >= head {
                 return None;
+            }
+            let mut peek = [0u8; format::RECORD_HEAD + 1];
+            if let Ok(len) = self.frame_head(at, &mut peek) {
+                let kind = peek[format::RECORD_HEAD];
+                if kind != TYPE_PAD && !wanted(kind) {
+                    fence(Ordering::Acquire);
+                    if self.tail.load(Ordering::Relaxed) > at {
+                        continue;
+                    }
+                    let size = format::record_size(usize::try_from(len - 1).unwrap_or(0)) as u64;
+                    return Some(Meta {
+                        offset: at,
+                        next: at + size,
+                        kind,
+                        lost: at - offset.min(at),
+                    });
+                }
             }
             let found = self.frame(at, buf);
             // Pairs with the producer's fence between moving the tail and overwriting: bytes

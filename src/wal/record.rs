@@ -21,6 +21,8 @@
 //! explicit timestamps of a `honor_timestamps` target, or [`codec::ABSENT`] for a series
 //! with no sample in it. Targets without explicit timestamps never write one.
 
+use std::cell::{Ref, RefCell};
+
 use super::codec::{self, BitReader, BitWriter, SeriesState};
 
 /// Record type of a series-set.
@@ -131,11 +133,10 @@ pub type SeriesSet = (u64, Vec<Vec<(Vec<u8>, Vec<u8>)>>);
 pub fn decode_series_set(payload: &[u8]) -> Option<SeriesSet> {
     let mut index = SetIndex::default();
     let target = index.decode(payload)?;
-    let n = index.series.len().saturating_sub(1);
-    let labels = (0..n)
+    let view = SetView { index: &index };
+    let labels = (0..view.len())
         .map(|i| {
-            index
-                .labels_in(&index.raw, i)
+            view.labels(i)
                 .map(|(a, b)| (a.to_vec(), b.to_vec()))
                 .collect()
         })
@@ -143,37 +144,90 @@ pub fn decode_series_set(payload: &[u8]) -> Option<SeriesSet> {
     Some((target, labels))
 }
 
-/// Where each label of a series-set payload is: reused from one set to the next, so reading
-/// a set back allocates nothing once warm.
+/// A series-set payload read back: the decompressed labels, checked whole, and a walk over
+/// its series. A series' labels refer to the series before it, so they are resolved in
+/// order: [`SetView::labels`] keeps where the last call ended, which makes reading the series
+/// in order cost one step each, and keeps no per-series index (a sender holds the set of its
+/// largest target; 16 bytes a label would be most of its memory). Reused from one set to the
+/// next, so reading a set back allocates nothing once warm.
 #[derive(Debug, Clone, Default)]
 pub struct SetIndex {
     /// The decompressed labels.
     raw: Vec<u8>,
-    /// Per label: name start, name end, value start, value end (offsets in `raw`).
-    labels: Vec<[u32; 4]>,
-    /// Per series, the index of its first label; one more entry closes the last series.
-    series: Vec<u32>,
+    /// Where the first series starts in `raw`, and how many there are.
+    first: usize,
+    count: usize,
+    walk: RefCell<Walk>,
+}
+
+/// Where a walk over a set's series stands.
+#[derive(Debug, Clone, Default)]
+struct Walk {
+    /// The series whose labels are in `cur`.
+    at: Option<usize>,
+    /// Where the series after it starts in the raw labels.
+    next: usize,
+    /// Per label of the series before and of this one: name start, name end, value start,
+    /// value end (offsets in the raw labels).
+    prev: Vec<[u32; 4]>,
+    cur: Vec<[u32; 4]>,
 }
 
 /// A decompressed set may be at most this many times its compressed bytes (snappy's best
 /// ratio is below it): a damaged length cannot ask for gigabytes.
 const MAX_RATIO: usize = 64;
 
+/// Reads the series that starts at `c` into `cur`, resolving its references to `prev`.
+fn step(c: &mut Cursor<'_>, prev: &[[u32; 4]], cur: &mut Vec<[u32; 4]>) -> Option<()> {
+    cur.clear();
+    let pos = |c: &Cursor<'_>| u32::try_from(c.at).ok();
+    let n = c.len()?;
+    if n > c.b.len() {
+        return None;
+    }
+    for i in 0..n {
+        let before = prev.get(i).copied();
+        let label = match c.take(1)?.first()? {
+            0 => before?,
+            1 => {
+                let len = c.len()?;
+                let start = pos(c)?;
+                c.take(len)?;
+                let [a, b, _, _] = before?;
+                [a, b, start, pos(c)?]
+            }
+            2 => {
+                let len = c.len()?;
+                let a = pos(c)?;
+                c.take(len)?;
+                let b = pos(c)?;
+                let len = c.len()?;
+                let start = pos(c)?;
+                c.take(len)?;
+                [a, b, start, pos(c)?]
+            }
+            _ => return None,
+        };
+        cur.push(label);
+    }
+    Some(())
+}
+
 impl SetIndex {
     /// Gives back the memory of a large set (the producer reads sets back only when a target's
     /// series change).
     pub fn release(&mut self) {
         self.raw = Vec::new();
-        self.labels = Vec::new();
-        self.series = Vec::new();
+        self.count = 0;
+        *self.walk.get_mut() = Walk::default();
     }
 
-    /// Indexes a series-set payload (up to 4 GiB, as records are); returns its target, or
-    /// `None` if it is malformed.
+    /// Reads a series-set payload (up to 4 GiB, as records are) and checks all of it;
+    /// returns its target, or `None` if it is malformed.
     pub fn decode(&mut self, payload: &[u8]) -> Option<u64> {
-        self.labels.clear();
-        self.series.clear();
         self.raw.clear();
+        self.count = 0;
+        self.walk.get_mut().at = None;
         let target = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
         let packed = &payload[8..];
         let n = snap::raw::decompress_len(packed).ok()?;
@@ -188,71 +242,112 @@ impl SetIndex {
         {
             return None;
         }
-        let raw = std::mem::take(&mut self.raw);
-        let done = self.index(&raw);
-        self.raw = raw;
-        done.map(|()| target)
-    }
-
-    fn index(&mut self, raw: &[u8]) -> Option<()> {
-        let mut c = Cursor { b: raw, at: 0 };
+        let mut c = Cursor {
+            b: &self.raw,
+            at: 0,
+        };
         let count = c.len()?;
         // Each series takes at least a byte: a count beyond the bytes is damage.
-        if count > raw.len() {
+        if count > self.raw.len() {
             return None;
         }
-        let pos = |c: &Cursor<'_>| u32::try_from(c.at).ok();
-        let mut prev = 0..0;
-        self.series.push(0);
+        let first = c.at;
+        let walk = self.walk.get_mut();
         for _ in 0..count {
-            let n = c.len()?;
-            if n > raw.len() {
-                return None;
-            }
-            let first = self.labels.len();
-            for i in 0..n {
-                let before = prev.clone().nth(i).map(|j| self.labels[j]);
-                let label = match c.take(1)?.first()? {
-                    0 => before?,
-                    1 => {
-                        let len = c.len()?;
-                        let start = pos(&c)?;
-                        c.take(len)?;
-                        let [a, b, _, _] = before?;
-                        [a, b, start, pos(&c)?]
-                    }
-                    2 => {
-                        let len = c.len()?;
-                        let a = pos(&c)?;
-                        c.take(len)?;
-                        let b = pos(&c)?;
-                        let len = c.len()?;
-                        let start = pos(&c)?;
-                        c.take(len)?;
-                        [a, b, start, pos(&c)?]
-                    }
-                    _ => return None,
-                };
-                self.labels.push(label);
-            }
-            prev = first..self.labels.len();
-            self.series.push(u32::try_from(self.labels.len()).ok()?);
+            std::mem::swap(&mut walk.prev, &mut walk.cur);
+            step(&mut c, &walk.prev, &mut walk.cur)?;
         }
-        (c.at == raw.len()).then_some(())
+        if c.at != self.raw.len() {
+            return None;
+        }
+        self.first = first;
+        self.count = count;
+        Some(target)
+    }
+
+    /// Moves `walk` to series `i` (from the start if it is behind); false if it is past the
+    /// end or the set does not read.
+    fn seek(&self, walk: &mut Walk, i: usize) -> bool {
+        if i >= self.count {
+            return false;
+        }
+        if walk.at.is_some_and(|a| a > i) {
+            walk.at = None;
+        }
+        if walk.at.is_none() {
+            walk.next = self.first;
+            walk.cur.clear();
+        }
+        while walk.at != Some(i) {
+            std::mem::swap(&mut walk.prev, &mut walk.cur);
+            let mut c = Cursor {
+                b: &self.raw,
+                at: walk.next,
+            };
+            if step(&mut c, &walk.prev, &mut walk.cur).is_none() {
+                walk.at = None;
+                return false;
+            }
+            walk.next = c.at;
+            walk.at = Some(walk.at.map_or(0, |a| a + 1));
+        }
+        true
     }
 }
 
-/// An indexed series-set: each series' labels by position.
+/// A read series-set: each series' labels by position.
 #[derive(Debug, Clone, Copy)]
 pub struct SetView<'a> {
-    /// The index, from [`SetIndex::decode`].
+    /// The set, from [`SetIndex::decode`].
     pub index: &'a SetIndex,
+}
+
+/// Where the labels of one series are: in the index's walk, or a copy.
+#[derive(Debug)]
+enum Positions<'a> {
+    Walk(Ref<'a, Walk>),
+    Own(Vec<[u32; 4]>),
+}
+
+impl Clone for Positions<'_> {
+    fn clone(&self) -> Self {
+        match self {
+            Positions::Walk(r) => Positions::Walk(Ref::clone(r)),
+            Positions::Own(v) => Positions::Own(v.clone()),
+        }
+    }
+}
+
+/// The labels of one series of a set, as (name, value).
+#[derive(Debug, Clone)]
+pub struct Labels<'a> {
+    raw: &'a [u8],
+    positions: Positions<'a>,
+    i: usize,
+}
+
+impl<'a> Iterator for Labels<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let list = match &self.positions {
+            Positions::Walk(w) => &w.cur[..],
+            Positions::Own(v) => &v[..],
+        };
+        let l = *list.get(self.i)?;
+        self.i += 1;
+        let r = |a: u32, b: u32| match (usize::try_from(a), usize::try_from(b)) {
+            (Ok(a), Ok(b)) => self.raw.get(a..b).unwrap_or(&[]),
+            _ => &[],
+        };
+        Some((r(l[0], l[1]), r(l[2], l[3])))
+    }
 }
 
 impl<'a> SetView<'a> {
     /// How many series.
     pub fn len(&self) -> usize {
-        self.index.series.len().saturating_sub(1)
+        self.index.count
     }
 
     /// Whether it has no series.
@@ -260,32 +355,41 @@ impl<'a> SetView<'a> {
         self.len() == 0
     }
 
-    /// The labels of series `i` (none past the end), as (name, value).
-    pub fn labels(&self, i: usize) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + 'a {
-        self.index.labels_in(&self.index.raw, i)
-    }
-}
-
-impl SetIndex {
-    /// The labels of series `i` of the indexed `payload`.
-    fn labels_in<'p>(
-        &self,
-        payload: &'p [u8],
-        i: usize,
-    ) -> impl Iterator<Item = (&'p [u8], &'p [u8])> + Clone + use<'p, '_> {
-        let s = &self.series;
-        let at = |j: usize| s.get(j).and_then(|&v| usize::try_from(v).ok()).unwrap_or(0);
-        let range = at(i)..at(i + 1).max(at(i));
-        self.labels.get(range).unwrap_or(&[]).iter().map(move |l| {
-            let r = |a: u32, b: u32| {
-                let (a, b) = (usize::try_from(a), usize::try_from(b));
-                match (a, b) {
-                    (Ok(a), Ok(b)) => payload.get(a..b).unwrap_or(&[]),
-                    _ => &[],
+    /// The labels of series `i` (none past the end), as (name, value). Reading the series in
+    /// order costs a step each; going back starts again from the first series. Drop the
+    /// labels before asking for the next series: while they live, another call walks a copy.
+    pub fn labels(&self, i: usize) -> Labels<'a> {
+        let index = self.index;
+        let raw = index.raw.as_slice();
+        if let Ok(mut walk) = index.walk.try_borrow_mut() {
+            let found = index.seek(&mut walk, i);
+            drop(walk);
+            if found {
+                if let Ok(walk) = index.walk.try_borrow() {
+                    return Labels {
+                        raw,
+                        positions: Positions::Walk(walk),
+                        i: 0,
+                    };
                 }
+            }
+            return Labels {
+                raw,
+                positions: Positions::Own(Vec::new()),
+                i: 0,
             };
-            (r(l[0], l[1]), r(l[2], l[3]))
-        })
+        }
+        let mut own = Walk::default();
+        let positions = if index.seek(&mut own, i) {
+            own.cur
+        } else {
+            Vec::new()
+        };
+        Labels {
+            raw,
+            positions: Positions::Own(positions),
+            i: 0,
+        }
     }
 }
 

@@ -133,11 +133,13 @@ fn send_scrapes(dir: &std::path::Path, first_s: i64, to: &Receiver) {
     while let Some(batch) = consumer.next_batch() {
         request.clear();
         for (i, &v) in batch.values.iter().enumerate() {
-            request.push(
-                batch.series.labels(i),
-                &external,
-                &[(batch.timestamp_ms, v)],
-            );
+            batch.series.with_labels(i, |labels| {
+                request.push(
+                    labels.expect("a series of the set"),
+                    &external,
+                    &[(batch.timestamp_ms, v)],
+                );
+            });
         }
         let headers: String = HEADERS
             .iter()

@@ -110,7 +110,8 @@ impl Harness {
             for (i, v) in b.values.iter().enumerate() {
                 let labels: Vec<String> = b
                     .series
-                    .labels(i)
+                    .owned(i)
+                    .iter()
                     .map(|(n, v)| {
                         format!(
                             "{}={:?}",
@@ -406,9 +407,10 @@ fn read_stamped(h: &mut Harness) -> BTreeMap<String, (i64, u64)> {
             };
             let name = b
                 .series
-                .labels(i)
-                .find(|(n, _)| *n == b"__name__")
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .owned(i)
+                .into_iter()
+                .find(|(n, _)| n == b"__name__")
+                .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
                 .unwrap_or_default();
             out.insert(name, (ts, v.to_bits()));
         }

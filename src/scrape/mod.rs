@@ -670,15 +670,23 @@ impl Scraper {
                 match ring.series_set(old_set) {
                     Some((_, view)) => {
                         for (i, h) in old_live.iter().enumerate() {
-                            let labels = view.labels(i);
-                            if i < differs_at {
-                                self.next_set.push(labels);
-                                kept_old += 1;
-                            } else if self.sorted.binary_search(h).is_err()
-                                && self.set_stamps.get(i).is_none_or(|&t| t == NOT_EXPLICIT)
-                            {
-                                stale.push(labels);
+                            let vanished = i >= differs_at
+                                && self.sorted.binary_search(h).is_err()
+                                && self.set_stamps.get(i).is_none_or(|&t| t == NOT_EXPLICIT);
+                            if i >= differs_at && !vanished {
+                                continue;
                             }
+                            view.with_labels(i, |labels| {
+                                let Some(labels) = labels else {
+                                    return;
+                                };
+                                if i < differs_at {
+                                    self.next_set.push(labels);
+                                    kept_old += 1;
+                                } else {
+                                    stale.push(labels);
+                                }
+                            });
                         }
                     }
                     None => warn!(

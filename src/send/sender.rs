@@ -904,14 +904,25 @@ impl Link {
             };
             let sample = [(ts, value)];
             if self.rw.write_relabel_configs.is_empty() {
-                self.request
-                    .push(batch.series.labels(i), &self.external, &sample);
+                let (request, external) = (&mut self.request, &self.external);
+                let pushed = batch.series.with_labels(i, |labels| {
+                    labels.map(|l| request.push(l, external, &sample)).is_some()
+                });
+                if !pushed {
+                    continue;
+                }
             } else {
                 // As Prometheus' `StoreSeries`: external labels first (the series' own
                 // label wins), then the rules see the whole set.
                 self.set.clear();
-                for (n, v) in batch.series.labels(i) {
-                    self.set.push(n, v);
+                let set = &mut self.set;
+                let read = batch.series.with_labels(i, |labels| {
+                    labels
+                        .map(|l| l.for_each(|(n, v)| set.push(n, v)))
+                        .is_some()
+                });
+                if !read {
+                    continue;
                 }
                 for (n, v) in &self.external {
                     if self.set.get(n).is_none() {

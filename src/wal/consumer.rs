@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::codec::SeriesState;
-use super::record::{self, SetIndex, SetView, KEY_FRAME, TYPE_SAMPLES_STAMPED, TYPE_SERIES_SET};
+use super::record::{self, SetIndex, SetView, KEY_FRAME, TYPE_SAMPLES_STAMPED};
 use super::{bump, payload_of, EndpointStats, Shared};
 
 /// One scrape read back: a target's values at one timestamp, with their labels.
@@ -59,7 +59,6 @@ pub struct Consumer {
     scratch: Vec<u8>,
     /// The series-set last read: its offset, frame, index and target.
     set_at: Option<u64>,
-    set_frame: Vec<u8>,
     set_index: SetIndex,
     set_target: u64,
     /// Per series-set offset.
@@ -83,7 +82,6 @@ impl Consumer {
             frame: Vec::new(),
             scratch: Vec::new(),
             set_at: None,
-            set_frame: Vec::new(),
             set_index: SetIndex::default(),
             set_target: 0,
             chains: HashMap::new(),
@@ -216,9 +214,10 @@ impl Consumer {
             return true;
         }
         self.set_at = None;
-        match self.shared.read(set, &mut self.set_frame) {
-            Some(m) if m.offset == set && m.kind == TYPE_SERIES_SET => {
-                match self.set_index.decode(payload_of(&self.set_frame)) {
+        let mut frame = self.set_index.take_buffer();
+        match self.shared.read(set, &mut frame) {
+            Some(m) if m.offset == set && record::is_series_set(m.kind) => {
+                match self.set_index.decode_frame(m.kind, frame) {
                     Some(target) => {
                         self.set_target = target;
                         self.set_at = Some(set);
@@ -227,7 +226,10 @@ impl Consumer {
                     None => false,
                 }
             }
-            _ => false,
+            _ => {
+                self.set_index.decode_frame(0, frame);
+                false
+            }
         }
     }
 
@@ -311,9 +313,10 @@ mod tests {
     fn seen(b: &Batch<'_>) -> (u64, i64, Vec<u8>, Vec<u64>) {
         let cpu = b
             .series
-            .labels(1)
+            .owned(1)
+            .into_iter()
             .nth(1)
-            .map(|l| l.1.to_vec())
+            .map(|l| l.1)
             .unwrap_or_default();
         (
             b.target,
@@ -473,10 +476,7 @@ mod tests {
         assert_eq!(set.len(), 30);
         let want = labels(5, 30);
         for (i, l) in want.iter().enumerate() {
-            let got: Vec<(Vec<u8>, Vec<u8>)> = set
-                .labels(i)
-                .map(|(a, b)| (a.to_vec(), b.to_vec()))
-                .collect();
+            let got: Vec<(Vec<u8>, Vec<u8>)> = set.owned(i);
             assert_eq!(&got, l, "series {i}");
         }
         // Not a set, or gone: `None`, not a panic.

@@ -38,7 +38,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, Header, HEADER_SIZE, MAGIC};
-use super::record::{self, TYPE_SAMPLES, TYPE_SAMPLES_STAMPED, TYPE_SERIES_SET};
+use super::record::{
+    self, TYPE_SAMPLES, TYPE_SAMPLES_STAMPED, TYPE_SERIES_BLOCKS, TYPE_SERIES_SET,
+};
 use super::{io, Found, Ring, WalError, RING_FILE};
 
 /// Why the ring cannot use a header copy; the checks [`Ring::open`] makes, in its order.
@@ -273,11 +275,11 @@ struct Walk {
 impl Walk {
     fn count(&mut self, report: &mut Report, offset: u64, kind: u8, payload: &[u8]) {
         match kind {
-            TYPE_SERIES_SET => {
+            TYPE_SERIES_SET | TYPE_SERIES_BLOCKS => {
                 report.series_set_records += 1;
                 // A set is decoded into vectors of its own: sets are few (one per target and
                 // eighth of a ring), and this keeps the inspector off the index's internals.
-                match record::decode_series_set(payload) {
+                match record::decode_series_set(kind, payload) {
                     Some((target, series)) => {
                         let n = len_u64(series.len());
                         self.sets.insert(offset, n);

@@ -61,7 +61,7 @@ use rustix::fs::{FallocateFlags, FlockOperation};
 pub use consumer::{Batch, Consumer};
 use format::{Bad, Header, DATA_START, HEADER_SIZE, MAGIC, MAX_CURSORS, MIN_RECORD, TYPE_PAD};
 use mmap::Region;
-use record::{SetIndex, SetView, TYPE_SAMPLES, TYPE_SAMPLES_STAMPED, TYPE_SERIES_SET};
+use record::{SetIndex, SetView, TYPE_SAMPLES, TYPE_SAMPLES_STAMPED, TYPE_SERIES_BLOCKS};
 
 /// The ring file's name in the storage directory.
 pub const RING_FILE: &str = "ring";
@@ -942,7 +942,7 @@ impl Ring {
         record::encode_series_set(target, series, &mut self.payload);
         chain.last = None;
         chain.set = None;
-        let at = self.w.append(TYPE_SERIES_SET, &self.payload)?;
+        let at = self.w.append(TYPE_SERIES_BLOCKS, &self.payload)?;
         chain.set = Some(at);
         Ok(at)
     }
@@ -973,11 +973,11 @@ impl Ring {
         if set < self.w.tail || self.w.head - set > self.rewrite_after {
             chain.last = None;
             chain.set = None;
-            match self.w.shared.frame(set, &mut self.payload) {
-                Ok((TYPE_SERIES_SET, _)) if set >= self.w.tail => {}
+            let kind = match self.w.shared.frame(set, &mut self.payload) {
+                Ok((kind, _)) if record::is_series_set(kind) && set >= self.w.tail => kind,
                 _ => return Err(WalError::SetLost),
-            }
-            set = self.w.append(TYPE_SERIES_SET, payload_of(&self.payload))?;
+            };
+            set = self.w.append(kind, payload_of(&self.payload))?;
             bump(&self.w.shared.counters.series_sets_rewritten, 1);
             chain.set = Some(set);
         }
@@ -1011,12 +1011,12 @@ impl Ring {
     /// The series-set record at `offset` read back (staleness reads a target's previous
     /// labels this way): its target and its series' labels. `None` if it is gone or damaged.
     pub fn series_set(&mut self, offset: u64) -> Option<(u64, SetView<'_>)> {
-        let meta = self.w.shared.read(offset, &mut self.read_buf)?;
-        if meta.offset != offset || meta.kind != TYPE_SERIES_SET {
-            return None;
-        }
-        let payload = payload_of(&self.read_buf);
-        let target = self.set_index.decode(payload)?;
+        let mut frame = self.set_index.take_buffer();
+        let kind = match self.w.shared.read(offset, &mut frame) {
+            Some(meta) if meta.offset == offset && record::is_series_set(meta.kind) => meta.kind,
+            _ => 0,
+        };
+        let target = self.set_index.decode_frame(kind, frame)?;
         Some((
             target,
             SetView {

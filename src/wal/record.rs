@@ -3,12 +3,19 @@
 //! # Format
 //! Integers are little-endian; `varint` is LEB128.
 //!
-//! A **series-set** record ([`TYPE_SERIES_SET`]) holds a target's label sets, in the order its
-//! samples records list values: `target u64`, then a snappy block (raw format) of
-//! `count varint`, then per series `labels varint` and per label one tag byte:
+//! A **series-set** record ([`TYPE_SERIES_BLOCKS`]) holds a target's label sets, in the order
+//! its samples records list values: `target u64`, `count varint`, then blocks to the end of
+//! the payload, each `series varint`, `length varint` and that many bytes: a snappy block
+//! (raw format) of, per series, `labels varint` and per label one tag byte:
 //! - `0`: the same name and value as the label at this index in the series before;
 //! - `1`: the same name, then a new value (`varint length`, bytes);
 //! - `2`: a new name and value (each `varint length`, bytes).
+//!
+//! The first series of a block refers to nothing before it, so a reader decompresses one
+//! block at a time (a block closes past [`BLOCK_BYTES`] of labels): a sender reading a
+//! 60k-series cadvisor set holds its compressed payload and one block, not the ~20 MB of its
+//! labels. The older layout ([`TYPE_SERIES_SET`]: `target u64`, then one snappy block of
+//! `count varint` and the series) is still read.
 //!
 //! A **samples** record ([`TYPE_SAMPLES`]) holds one scrape's values: `series-set offset u64`,
 //! `timestamp ms i64`, `count varint`, `base offset u64`, then the values coded by
@@ -21,12 +28,23 @@
 //! explicit timestamps of a `honor_timestamps` target, or [`codec::ABSENT`] for a series
 //! with no sample in it. Targets without explicit timestamps never write one.
 
-use std::cell::{Ref, RefCell};
+use std::cell::RefCell;
 
 use super::codec::{self, BitReader, BitWriter, SeriesState};
 
-/// Record type of a series-set.
+/// Record type of a series-set in one snappy block (written before blocked sets; read still).
 pub const TYPE_SERIES_SET: u8 = 1;
+/// Record type of a series-set in blocks of a few series each.
+pub const TYPE_SERIES_BLOCKS: u8 = 4;
+
+/// Whether records of type `kind` hold a series-set (either layout).
+pub fn is_series_set(kind: u8) -> bool {
+    kind == TYPE_SERIES_SET || kind == TYPE_SERIES_BLOCKS
+}
+
+/// A block is closed once its labels take this many bytes uncompressed: a reader holds one
+/// block decompressed at a time.
+const BLOCK_BYTES: usize = 32 << 10;
 /// Record type of a samples record.
 pub const TYPE_SAMPLES: u8 = 2;
 /// Record type of a samples record with a timestamp per series.
@@ -86,76 +104,101 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Encodes a series-set payload into `out` (cleared): `series` yields each series' labels in
-/// order, each as (name, value) pairs.
+/// Appends one series' labels to a block's bytes, against the series before it (`None` at a
+/// block's start).
+fn put_series<'s, L>(raw: &mut Vec<u8>, labels: L, mut prev: Option<L>)
+where
+    L: Iterator<Item = (&'s [u8], &'s [u8])> + Clone,
+{
+    put_varint(raw, labels.clone().count() as u64);
+    for (name, value) in labels {
+        let before = prev.as_mut().and_then(Iterator::next);
+        match before {
+            Some((n, v)) if n == name && v == value => raw.push(0),
+            Some((n, _)) if n == name => {
+                raw.push(1);
+                put_bytes(raw, value);
+            }
+            _ => {
+                raw.push(2);
+                put_bytes(raw, name);
+                put_bytes(raw, value);
+            }
+        }
+    }
+}
+
+/// Encodes a series-set payload ([`TYPE_SERIES_BLOCKS`]) into `out` (cleared): `series`
+/// yields each series' labels in order, each as (name, value) pairs.
 pub fn encode_series_set<'s, S, L>(target: u64, series: S, out: &mut Vec<u8>)
 where
     S: ExactSizeIterator<Item = L> + Clone,
     L: Iterator<Item = (&'s [u8], &'s [u8])> + Clone,
 {
-    // Sets are written when a target's series change, not per scrape: a buffer of its own.
-    let mut raw = Vec::new();
-    put_varint(&mut raw, series.len() as u64);
-    let mut previous: Option<L> = None;
-    for labels in series {
-        put_varint(&mut raw, labels.clone().count() as u64);
-        let mut prev = previous.clone();
-        for (name, value) in labels.clone() {
-            let before = prev.as_mut().and_then(Iterator::next);
-            match before {
-                Some((n, v)) if n == name && v == value => raw.push(0),
-                Some((n, _)) if n == name => {
-                    raw.push(1);
-                    put_bytes(&mut raw, value);
-                }
-                _ => {
-                    raw.push(2);
-                    put_bytes(&mut raw, name);
-                    put_bytes(&mut raw, value);
-                }
-            }
-        }
-        previous = Some(labels);
-    }
     out.clear();
     out.extend_from_slice(&target.to_le_bytes());
-    out.resize(8 + snap::raw::max_compress_len(raw.len()), 0);
-    let n = snap::raw::Encoder::new()
-        .compress(&raw, &mut out[8..])
-        .unwrap_or(0);
-    out.truncate(8 + n);
+    put_varint(out, series.len() as u64);
+    // Sets are written when a target's series change, not per scrape: buffers of their own,
+    // a block each.
+    let mut raw = Vec::new();
+    let mut packed = Vec::new();
+    let mut encoder = snap::raw::Encoder::new();
+    let mut in_block = 0u64;
+    let mut close = |raw: &mut Vec<u8>, in_block: &mut u64, out: &mut Vec<u8>| {
+        packed.resize(snap::raw::max_compress_len(raw.len()), 0);
+        let n = encoder.compress(raw, &mut packed).unwrap_or(0);
+        put_varint(out, *in_block);
+        put_bytes(out, &packed[..n]);
+        raw.clear();
+        *in_block = 0;
+    };
+    let mut previous: Option<L> = None;
+    for labels in series {
+        put_series(&mut raw, labels.clone(), previous.clone());
+        in_block += 1;
+        previous = Some(labels);
+        if raw.len() >= BLOCK_BYTES {
+            close(&mut raw, &mut in_block, out);
+            previous = None;
+        }
+    }
+    if in_block > 0 {
+        close(&mut raw, &mut in_block, out);
+    }
 }
 
 /// A decoded series-set: its target and each series' labels.
 pub type SeriesSet = (u64, Vec<Vec<(Vec<u8>, Vec<u8>)>>);
 
 /// Decodes a series-set payload; `None` if it is malformed.
-pub fn decode_series_set(payload: &[u8]) -> Option<SeriesSet> {
+pub fn decode_series_set(kind: u8, payload: &[u8]) -> Option<SeriesSet> {
     let mut index = SetIndex::default();
-    let target = index.decode(payload)?;
+    let target = index.decode(kind, payload)?;
     let view = SetView { index: &index };
-    let labels = (0..view.len())
-        .map(|i| {
-            view.labels(i)
-                .map(|(a, b)| (a.to_vec(), b.to_vec()))
-                .collect()
-        })
-        .collect();
+    let mut labels = Vec::with_capacity(view.len());
+    for i in 0..view.len() {
+        let one = view.with_labels(i, |l| {
+            l.map(|l| l.map(|(a, b)| (a.to_vec(), b.to_vec())).collect::<Vec<_>>())
+        })?;
+        labels.push(one);
+    }
     Some((target, labels))
 }
 
-/// A series-set payload read back: the decompressed labels, checked whole, and a walk over
-/// its series. A series' labels refer to the series before it, so they are resolved in
-/// order: [`SetView::labels`] keeps where the last call ended, which makes reading the series
-/// in order cost one step each, and keeps no per-series index (a sender holds the set of its
-/// largest target; 16 bytes a label would be most of its memory). Reused from one set to the
-/// next, so reading a set back allocates nothing once warm.
+/// A series-set record read back, and a walk over its series. A series' labels refer to the
+/// series before it, so they are resolved in order: [`SetView::with_labels`] keeps where the
+/// last call ended, which makes reading the series in order a step each, and keeps no
+/// per-series index. A blocked set stays compressed but for the block being read. Reused from
+/// one set to the next, so reading a set back allocates nothing once warm.
 #[derive(Debug, Clone, Default)]
 pub struct SetIndex {
-    /// The decompressed labels.
-    raw: Vec<u8>,
-    /// Where the first series starts in `raw`, and how many there are.
+    /// The record (a ring frame) or payload the set was read from.
+    packed: Vec<u8>,
+    /// Blocked: where the first block starts in `packed`, and where the payload ends.
+    /// Legacy: unused (the labels are all in the walk's block).
     first: usize,
+    end: usize,
+    blocked: bool,
     count: usize,
     walk: RefCell<Walk>,
 }
@@ -165,17 +208,35 @@ pub struct SetIndex {
 struct Walk {
     /// The series whose labels are in `cur`.
     at: Option<usize>,
-    /// Where the series after it starts in the raw labels.
+    /// The decompressed labels of the block being read (a legacy set: all of them).
+    block: Vec<u8>,
+    /// Where the series after `at` starts in `block`, and how many series of it are left.
     next: usize,
+    left: usize,
+    /// Blocked: where the block after this one starts in the index's `packed`.
+    next_block: usize,
     /// Per label of the series before and of this one: name start, name end, value start,
-    /// value end (offsets in the raw labels).
+    /// value end (offsets in `block`).
     prev: Vec<[u32; 4]>,
     cur: Vec<[u32; 4]>,
 }
 
-/// A decompressed set may be at most this many times its compressed bytes (snappy's best
+/// A decompressed block may be at most this many times its compressed bytes (snappy's best
 /// ratio is below it): a damaged length cannot ask for gigabytes.
 const MAX_RATIO: usize = 64;
+
+/// Decompresses `packed` into `out` (resized); `None` if it does not decompress whole.
+fn unpack(packed: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let n = snap::raw::decompress_len(packed).ok()?;
+    if n > packed.len().saturating_mul(MAX_RATIO) {
+        return None;
+    }
+    out.clear();
+    // Exactly: blocks differ a little in size, and doubling would keep twice the largest.
+    out.reserve_exact(n);
+    out.resize(n, 0);
+    (snap::raw::Decoder::new().decompress(packed, out).ok()? == n).then_some(())
+}
 
 /// Reads the series that starts at `c` into `cur`, resolving its references to `prev`.
 fn step(c: &mut Cursor<'_>, prev: &[[u32; 4]], cur: &mut Vec<[u32; 4]>) -> Option<()> {
@@ -217,56 +278,98 @@ impl SetIndex {
     /// Gives back the memory of a large set (the producer reads sets back only when a target's
     /// series change).
     pub fn release(&mut self) {
-        self.raw = Vec::new();
+        self.packed = Vec::new();
         self.count = 0;
         *self.walk.get_mut() = Walk::default();
     }
 
-    /// Reads a series-set payload (up to 4 GiB, as records are) and checks all of it;
-    /// returns its target, or `None` if it is malformed.
-    pub fn decode(&mut self, payload: &[u8]) -> Option<u64> {
-        self.raw.clear();
+    /// The buffer to read the next set's record into (hand it back with
+    /// [`SetIndex::decode_frame`]): the index keeps one buffer, not a copy of the reader's.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
         self.count = 0;
-        self.walk.get_mut().at = None;
-        let target = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
-        let packed = &payload[8..];
-        let n = snap::raw::decompress_len(packed).ok()?;
-        if n > packed.len().saturating_mul(MAX_RATIO) {
-            return None;
-        }
-        self.raw.resize(n, 0);
-        if snap::raw::Decoder::new()
-            .decompress(packed, &mut self.raw)
-            .ok()?
-            != n
-        {
-            return None;
-        }
-        let mut c = Cursor {
-            b: &self.raw,
-            at: 0,
-        };
-        let count = c.len()?;
-        // Each series takes at least a byte: a count beyond the bytes is damage.
-        if count > self.raw.len() {
-            return None;
-        }
-        let first = c.at;
+        std::mem::take(&mut self.packed)
+    }
+
+    /// Reads a series-set record from its ring frame (the payload after the record head),
+    /// keeping the frame; returns its target, or `None` if it is malformed.
+    pub fn decode_frame(&mut self, kind: u8, frame: Vec<u8>) -> Option<u64> {
+        let payload = super::format::checked_payload(&frame);
+        let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
+        let end = start + payload.len();
+        self.packed = frame;
+        self.open(kind, start, end)
+    }
+
+    /// Reads a series-set payload of record type `kind` (up to 4 GiB, as records are);
+    /// returns its target, or `None` if it is malformed.
+    pub fn decode(&mut self, kind: u8, payload: &[u8]) -> Option<u64> {
+        self.packed.clear();
+        self.packed.extend_from_slice(payload);
+        self.open(kind, 0, payload.len())
+    }
+
+    /// Checks the set in `packed[start..end]`: a legacy one whole (it is decompressed once),
+    /// a blocked one by its block list (each block is checked when it is read).
+    fn open(&mut self, kind: u8, start: usize, end: usize) -> Option<u64> {
+        self.count = 0;
         let walk = self.walk.get_mut();
-        for _ in 0..count {
-            std::mem::swap(&mut walk.prev, &mut walk.cur);
-            step(&mut c, &walk.prev, &mut walk.cur)?;
+        walk.at = None;
+        let payload = self.packed.get(start..end)?;
+        let target = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+        let mut c = Cursor { b: payload, at: 8 };
+        match kind {
+            TYPE_SERIES_BLOCKS => {
+                let count = c.len()?;
+                let first = c.at;
+                let mut seen = 0usize;
+                while c.at < payload.len() {
+                    let n = c.len()?;
+                    let len = c.len()?;
+                    let block = c.take(len)?;
+                    let raw = snap::raw::decompress_len(block).ok()?;
+                    // Each series takes at least a byte.
+                    if n == 0 || n > raw || raw > block.len().saturating_mul(MAX_RATIO) {
+                        return None;
+                    }
+                    seen = seen.checked_add(n)?;
+                }
+                if seen != count {
+                    return None;
+                }
+                self.blocked = true;
+                self.first = start + first;
+                self.end = end;
+                self.count = count;
+            }
+            TYPE_SERIES_SET => {
+                unpack(&payload[8..], &mut walk.block)?;
+                let mut c = Cursor {
+                    b: &walk.block,
+                    at: 0,
+                };
+                let count = c.len()?;
+                if count > walk.block.len() {
+                    return None;
+                }
+                let first = c.at;
+                for _ in 0..count {
+                    std::mem::swap(&mut walk.prev, &mut walk.cur);
+                    step(&mut c, &walk.prev, &mut walk.cur)?;
+                }
+                if c.at != walk.block.len() {
+                    return None;
+                }
+                self.blocked = false;
+                self.first = first;
+                self.count = count;
+            }
+            _ => return None,
         }
-        if c.at != self.raw.len() {
-            return None;
-        }
-        self.first = first;
-        self.count = count;
         Some(target)
     }
 
     /// Moves `walk` to series `i` (from the start if it is behind); false if it is past the
-    /// end or the set does not read.
+    /// end or the set does not read there.
     fn seek(&self, walk: &mut Walk, i: usize) -> bool {
         if i >= self.count {
             return false;
@@ -275,13 +378,23 @@ impl SetIndex {
             walk.at = None;
         }
         if walk.at.is_none() {
-            walk.next = self.first;
             walk.cur.clear();
+            if self.blocked {
+                walk.next_block = self.first;
+                walk.left = 0;
+            } else {
+                walk.next = self.first;
+                walk.left = self.count;
+            }
         }
         while walk.at != Some(i) {
+            if walk.left == 0 && !(self.blocked && self.next_block(walk)) {
+                walk.at = None;
+                return false;
+            }
             std::mem::swap(&mut walk.prev, &mut walk.cur);
             let mut c = Cursor {
-                b: &self.raw,
+                b: &walk.block,
                 at: walk.next,
             };
             if step(&mut c, &walk.prev, &mut walk.cur).is_none() {
@@ -289,8 +402,32 @@ impl SetIndex {
                 return false;
             }
             walk.next = c.at;
+            walk.left -= 1;
             walk.at = Some(walk.at.map_or(0, |a| a + 1));
         }
+        true
+    }
+
+    /// Decompresses the walk's next block; false if there is none or it is damaged.
+    fn next_block(&self, walk: &mut Walk) -> bool {
+        let Some(rest) = self.packed.get(walk.next_block..self.end) else {
+            return false;
+        };
+        let mut c = Cursor { b: rest, at: 0 };
+        let (Some(n), Some(len)) = (c.len(), c.len()) else {
+            return false;
+        };
+        let Some(block) = c.take(len) else {
+            return false;
+        };
+        if unpack(block, &mut walk.block).is_none() {
+            return false;
+        }
+        walk.next_block += c.at;
+        walk.next = 0;
+        walk.left = n;
+        // The first series of a block refers to nothing.
+        walk.cur.clear();
         true
     }
 }
@@ -302,49 +439,27 @@ pub struct SetView<'a> {
     pub index: &'a SetIndex,
 }
 
-/// Where the labels of one series are: in the index's walk, or a copy.
-#[derive(Debug)]
-enum Positions<'a> {
-    Walk(Ref<'a, Walk>),
-    Own(Vec<[u32; 4]>),
-}
-
-impl Clone for Positions<'_> {
-    fn clone(&self) -> Self {
-        match self {
-            Positions::Walk(r) => Positions::Walk(Ref::clone(r)),
-            Positions::Own(v) => Positions::Own(v.clone()),
-        }
-    }
-}
-
 /// The labels of one series of a set, as (name, value).
 #[derive(Debug, Clone)]
-pub struct Labels<'a> {
-    raw: &'a [u8],
-    positions: Positions<'a>,
-    i: usize,
+pub struct Labels<'w> {
+    block: &'w [u8],
+    positions: std::slice::Iter<'w, [u32; 4]>,
 }
 
-impl<'a> Iterator for Labels<'a> {
-    type Item = (&'a [u8], &'a [u8]);
+impl<'w> Iterator for Labels<'w> {
+    type Item = (&'w [u8], &'w [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let list = match &self.positions {
-            Positions::Walk(w) => &w.cur[..],
-            Positions::Own(v) => &v[..],
-        };
-        let l = *list.get(self.i)?;
-        self.i += 1;
+        let l = *self.positions.next()?;
         let r = |a: u32, b: u32| match (usize::try_from(a), usize::try_from(b)) {
-            (Ok(a), Ok(b)) => self.raw.get(a..b).unwrap_or(&[]),
+            (Ok(a), Ok(b)) => self.block.get(a..b).unwrap_or(&[]),
             _ => &[],
         };
         Some((r(l[0], l[1]), r(l[2], l[3])))
     }
 }
 
-impl<'a> SetView<'a> {
+impl SetView<'_> {
     /// How many series.
     pub fn len(&self) -> usize {
         self.index.count
@@ -355,41 +470,35 @@ impl<'a> SetView<'a> {
         self.len() == 0
     }
 
-    /// The labels of series `i` (none past the end), as (name, value). Reading the series in
-    /// order costs a step each; going back starts again from the first series. Drop the
-    /// labels before asking for the next series: while they live, another call walks a copy.
-    pub fn labels(&self, i: usize) -> Labels<'a> {
+    /// The labels of series `i`, copied (tests and the inspector); empty past the end.
+    pub fn owned(&self, i: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.with_labels(i, |l| {
+            l.map(|l| l.map(|(a, b)| (a.to_vec(), b.to_vec())).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Calls `f` with the labels of series `i`, as (name, value), or with `None` past the end
+    /// or where the set does not read. Reading the series in order costs a step each; going
+    /// back starts again from the first series. Called from inside `f`, it walks a copy.
+    pub fn with_labels<R>(&self, i: usize, f: impl FnOnce(Option<Labels<'_>>) -> R) -> R {
         let index = self.index;
-        let raw = index.raw.as_slice();
-        if let Ok(mut walk) = index.walk.try_borrow_mut() {
-            let found = index.seek(&mut walk, i);
-            drop(walk);
-            if found {
-                if let Ok(walk) = index.walk.try_borrow() {
-                    return Labels {
-                        raw,
-                        positions: Positions::Walk(walk),
-                        i: 0,
-                    };
-                }
+        let mut own;
+        let mut held = index.walk.try_borrow_mut();
+        let walk: &mut Walk = match held.as_deref_mut() {
+            Ok(w) => w,
+            Err(_) => {
+                own = Walk::default();
+                &mut own
             }
-            return Labels {
-                raw,
-                positions: Positions::Own(Vec::new()),
-                i: 0,
-            };
-        }
-        let mut own = Walk::default();
-        let positions = if index.seek(&mut own, i) {
-            own.cur
-        } else {
-            Vec::new()
         };
-        Labels {
-            raw,
-            positions: Positions::Own(positions),
-            i: 0,
+        if !index.seek(walk, i) {
+            return f(None);
         }
+        f(Some(Labels {
+            block: &walk.block,
+            positions: walk.cur.iter(),
+        }))
     }
 }
 
@@ -540,12 +649,123 @@ mod tests {
         out
     }
 
+    /// The older layout ([`TYPE_SERIES_SET`]), written as earlier versions wrote it.
+    fn legacy_set(target: u64, s: &[Vec<(Vec<u8>, Vec<u8>)>]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        put_varint(&mut raw, s.len() as u64);
+        let all: Vec<Vec<(&[u8], &[u8])>> = s
+            .iter()
+            .map(|l| {
+                l.iter()
+                    .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                    .collect()
+            })
+            .collect();
+        for (k, labels) in all.iter().enumerate() {
+            let prev = k.checked_sub(1).map(|p| all[p].iter().copied());
+            put_series(&mut raw, labels.iter().copied(), prev);
+        }
+        let mut out = target.to_le_bytes().to_vec();
+        out.extend_from_slice(&snap::raw::Encoder::new().compress_vec(&raw).expect("packs"));
+        out
+    }
+
+    /// cadvisor-like series with long, mostly unique values: a set of many blocks.
+    fn long_sets(n: usize) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+        (0..n)
+            .map(|i| {
+                vec![
+                    (
+                        b"__name__".to_vec(),
+                        b"container_memory_usage_bytes".to_vec(),
+                    ),
+                    (
+                        b"id".to_vec(),
+                        format!("/kubepods/burstable/pod{i:08x}-5c1e/{:064x}", i * 7919)
+                            .into_bytes(),
+                    ),
+                    (b"namespace".to_vec(), format!("ns-{}", i % 7).into_bytes()),
+                    (b"pod".to_vec(), format!("app-{i}-7d4b9c").into_bytes()),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocked_sets_read_in_order_back_and_forth_holding_one_block() {
+        let s = long_sets(3000);
+        let bytes = encode_sets(9, &s);
+        let mut index = SetIndex::default();
+        assert_eq!(index.decode(TYPE_SERIES_BLOCKS, &bytes), Some(9));
+        let view = SetView { index: &index };
+        assert_eq!(view.len(), 3000);
+        for (i, want) in s.iter().enumerate() {
+            assert_eq!(&view.owned(i), want, "series {i}");
+        }
+        let blocks = index.walk.borrow().block.capacity();
+        let raw: usize = s.iter().flatten().map(|(a, b)| a.len() + b.len()).sum();
+        assert!(raw > 300_000, "{raw} bytes of labels: several blocks");
+        assert!(
+            blocks < 2 * BLOCK_BYTES,
+            "one block held ({blocks} bytes), not the {raw} bytes of the set"
+        );
+        // Backwards, and from inside a call (a copy walks then).
+        for i in [2999, 0, 1500, 1499, 2] {
+            assert_eq!(&view.owned(i), &s[i], "series {i}");
+        }
+        let nested = view.with_labels(10, |outer| {
+            let outer: Vec<(Vec<u8>, Vec<u8>)> = outer
+                .expect("there")
+                .map(|(a, b)| (a.to_vec(), b.to_vec()))
+                .collect();
+            (outer, view.owned(2500))
+        });
+        assert_eq!((&nested.0, &nested.1), (&s[10], &s[2500]));
+        assert!(view.with_labels(3000, |l| l.is_none()), "past the end");
+        // The older layout reads the same.
+        let legacy = legacy_set(9, &s);
+        let mut old = SetIndex::default();
+        assert_eq!(old.decode(TYPE_SERIES_SET, &legacy), Some(9));
+        let view = SetView { index: &old };
+        for i in [0, 1, 2999, 7] {
+            assert_eq!(&view.owned(i), &s[i], "legacy series {i}");
+        }
+        // Either layout through the copy-out decoder.
+        assert_eq!(
+            decode_series_set(TYPE_SERIES_SET, &legacy).map(|d| d.1),
+            Some(s.clone())
+        );
+        assert_eq!(
+            decode_series_set(TYPE_SERIES_BLOCKS, &bytes).map(|d| d.1),
+            Some(s)
+        );
+    }
+
+    #[test]
+    fn a_damaged_block_reads_as_none_not_a_panic() {
+        let s = long_sets(2000);
+        let good = encode_sets(1, &s);
+        let mut rng = Rng(11);
+        for _ in 0..300 {
+            let mut bad = good.clone();
+            let at = 8 + rng.below(bad.len() - 8);
+            bad[at] ^= 1 << rng.below(8);
+            let mut index = SetIndex::default();
+            if index.decode(TYPE_SERIES_BLOCKS, &bad).is_some() {
+                let view = SetView { index: &index };
+                for i in (0..view.len()).step_by(97) {
+                    let _ = view.owned(i);
+                }
+            }
+        }
+    }
+
     #[test]
     fn series_sets_round_trip_and_share_repeated_labels() {
         for n in [0, 1, 2, 100] {
             let s = sets(n);
             let bytes = encode_sets(42, &s);
-            let (target, got) = decode_series_set(&bytes).expect("decodes");
+            let (target, got) = decode_series_set(TYPE_SERIES_BLOCKS, &bytes).expect("decodes");
             assert_eq!(target, 42);
             let got: Vec<Vec<(Vec<u8>, Vec<u8>)>> = got
                 .iter()
@@ -573,7 +793,7 @@ mod tests {
             vec![(b"c".to_vec(), b"".to_vec())],
         ];
         let bytes = encode_sets(1, &mixed);
-        let (_, got) = decode_series_set(&bytes).expect("decodes");
+        let (_, got) = decode_series_set(TYPE_SERIES_BLOCKS, &bytes).expect("decodes");
         assert_eq!(got.len(), mixed.len());
         for (g, m) in got.iter().zip(&mixed) {
             let g: Vec<(Vec<u8>, Vec<u8>)> =
@@ -720,7 +940,8 @@ mod tests {
                     }
                     _ => bad.push(rng.next().to_le_bytes()[0]),
                 }
-                let _ = decode_series_set(&bad);
+                let _ = decode_series_set(TYPE_SERIES_BLOCKS, &bad);
+                let _ = decode_series_set(TYPE_SERIES_SET, &bad);
                 let _ = decode_samples(&bad, &mut Vec::new());
                 let _ =
                     decode_stamped_into(&bad, &mut Vec::new(), &mut Vec::new(), &mut Vec::new());
@@ -799,9 +1020,7 @@ mod tests {
     }
 
     fn labels_of(view: &SetView<'_>, i: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-        view.labels(i)
-            .map(|(n, v)| (n.to_vec(), v.to_vec()))
-            .collect()
+        view.owned(i)
     }
 
     /// Samples and series-sets through the ring and a consumer, bit for bit: every special

@@ -787,6 +787,8 @@ impl Scraper {
         // `sorted` holds this scrape's hashes (duplicates dropped below): the next `known`.
         self.sorted.dedup();
         std::mem::swap(&mut self.known, &mut self.sorted);
+        // Only a change of the set needs it again (8 bytes a series).
+        self.sorted = Vec::new();
         if !stale.is_empty() {
             appended += self.append_stale(ring, &stale, ts_ms)?;
         }

@@ -199,6 +199,15 @@ fn read_bucketed(bits: &mut BitReader<'_>) -> Option<i64> {
     Some(unzigzag(bits.read(BUCKETS[sel])?))
 }
 
+/// Resizes `states` to `n`, growing its memory to exactly `n` (32 bytes a series, kept for
+/// as long as the target lives: doubling would keep up to twice that).
+fn fit(states: &mut Vec<SeriesState>, n: usize) {
+    if n > states.capacity() {
+        states.reserve_exact(n - states.len());
+    }
+    states.resize(n, SeriesState::default());
+}
+
 /// Writes `values` of one scrape against `states` (one per series; empty or shorter: a key
 /// frame for the rest) and updates them. Per value:
 /// - `0`: an integer at the series' scale whose step equals the last step (counters with a
@@ -208,7 +217,7 @@ fn read_bucketed(bits: &mut BitReader<'_>) -> Option<i64> {
 /// - `111` + the XOR layout against the last value's bits: anything else (the series then
 ///   restarts its integer domain at the finest scale that represents this value).
 pub fn encode_series(states: &mut Vec<SeriesState>, values: &[f64], out: &mut BitWriter) {
-    states.resize(values.len(), SeriesState::default());
+    fit(states, values.len());
     let mut xor = Xor::default();
     for (state, &v) in states.iter_mut().zip(values) {
         let int = state
@@ -250,7 +259,7 @@ pub fn decode_series(
     out: &mut Vec<f64>,
 ) -> Option<()> {
     out.clear();
-    states.resize(n, SeriesState::default());
+    fit(states, n);
     let mut xor = Xor::default();
     for state in states.iter_mut() {
         // `0`: integer, same step; `10`: integer, changed step; `11…`: bits.

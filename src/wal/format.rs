@@ -250,6 +250,19 @@ pub fn encode_record(out: &mut [u8], offset: u64, epoch: u64, kind: u8, payload:
     out[17 + payload.len()..end].fill(0);
 }
 
+/// The head of a record holding `payload` ([`encode_record`]'s first 17 bytes: length, CRC,
+/// stamped offset, type), for writing it in place without assembling the record.
+pub fn record_head(offset: u64, epoch: u64, kind: u8, payload: &[u8]) -> [u8; RECORD_HEAD + 1] {
+    let mut head = [0u8; RECORD_HEAD + 1];
+    let len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
+    head[8..16].copy_from_slice(&stamp(offset, epoch).to_le_bytes());
+    head[16] = kind;
+    let crc = crc32c_append(crc32c(&head[8..17]), payload);
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4..8].copy_from_slice(&crc.to_le_bytes());
+    head
+}
+
 /// Writes a padding record filling all of `out` (at least [`MIN_RECORD`] bytes, 8-aligned).
 pub fn encode_pad(out: &mut [u8], offset: u64, epoch: u64) {
     let len = out.len() - RECORD_HEAD;
@@ -318,6 +331,19 @@ pub fn decode_record(b: &[u8], offset: u64) -> Result<RecordRef<'_>, Bad> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_written_in_place_is_the_assembled_record() {
+        for payload in [&b""[..], b"hello", &[7u8; 1000][..]] {
+            let n = record_size(payload.len());
+            let mut whole = vec![0xAAu8; n];
+            encode_record(&mut whole, 4096, 3, 4, payload);
+            let mut parts = record_head(4096, 3, 4, payload).to_vec();
+            parts.extend_from_slice(payload);
+            parts.resize(n, 0);
+            assert_eq!(parts, whole);
+        }
+    }
 
     #[test]
     fn crc32c_matches_the_standard_check_values() {

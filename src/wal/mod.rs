@@ -59,6 +59,10 @@ use std::thread::Thread;
 use rustix::fs::{FallocateFlags, FlockOperation};
 
 pub use consumer::{Batch, Consumer};
+
+/// A series-set rewrite leaves the producer's buffers as they were up to this size (so a
+/// rewrite of a small target allocates nothing), and gives them back above it.
+const REWRITE_KEEP: usize = 1 << 20;
 use format::{Bad, Header, DATA_START, HEADER_SIZE, MAGIC, MAX_CURSORS, MIN_RECORD, TYPE_PAD};
 use mmap::Region;
 use record::{SetIndex, SetView, TYPE_SAMPLES, TYPE_SAMPLES_STAMPED, TYPE_SERIES_BLOCKS};
@@ -284,6 +288,10 @@ impl Shared {
     fn stamped_frame(&self, offset: u64, buf: &mut Vec<u8>) -> Result<(u8, u64, u16), Bad> {
         let len = self.frame_head(offset, &mut [0u8; format::RECORD_HEAD])?;
         let n = usize::try_from(len).map_err(|_| Bad::Damaged)? + format::RECORD_HEAD;
+        // Exactly: a reader keeps the buffer of the largest record it read (a target's set),
+        // and doubling would keep up to twice that.
+        buf.clear();
+        buf.reserve_exact(n);
         buf.resize(n, 0);
         self.region.read(self.pos(offset), &mut buf[..n]);
         format::decode_record(&buf[..n], offset).map(|r| (r.kind, r.size as u64, r.epoch))
@@ -575,15 +583,13 @@ impl Writer {
         }
         let offset = start + pad;
         let n = usize::try_from(size).unwrap_or(0);
-        self.frame.resize(n, 0);
-        format::encode_record(
-            &mut self.frame[..n],
-            offset,
-            self.shared.epoch,
-            kind,
-            payload,
-        );
-        region.write(self.shared.pos(offset), &self.frame[..n]);
+        // In place, head, payload and zero padding: a set's record is not copied first.
+        let head = format::record_head(offset, self.shared.epoch, kind, payload);
+        let at = self.shared.pos(offset);
+        region.write(at, &head);
+        region.write(at + head.len(), payload);
+        let written = head.len() + payload.len();
+        region.write(at + written, &[0u8; 8][..n.saturating_sub(written).min(8)]);
         self.head = offset + size;
         self.shared.head.store(self.head, Ordering::SeqCst);
         let c = &self.shared.counters;
@@ -979,6 +985,10 @@ impl Ring {
             };
             set = self.w.append(kind, payload_of(&self.payload))?;
             bump(&self.w.shared.counters.series_sets_rewritten, 1);
+            // The copy of a large set is not kept until the next rewrite.
+            if self.payload.capacity() > REWRITE_KEEP {
+                self.release_buffers();
+            }
             chain.set = Some(set);
         }
         record::encode_samples(
@@ -1030,6 +1040,7 @@ impl Ring {
     /// encode or index, and sets change rarely, so keeping that memory between changes would
     /// cost more RSS than re-growing it costs time.
     pub fn release_buffers(&mut self) {
+        // (`REWRITE_KEEP` is larger: a set rewrite below it keeps its buffer.)
         const KEEP: usize = 64 << 10;
         self.payload.shrink_to(KEEP);
         self.read_buf.shrink_to(KEEP);

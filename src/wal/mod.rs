@@ -290,8 +290,10 @@ impl Shared {
         let n = usize::try_from(len).map_err(|_| Bad::Damaged)? + format::RECORD_HEAD;
         // Exactly: a reader keeps the buffer of the largest record it read (a target's set),
         // and doubling would keep up to twice that.
-        buf.clear();
-        buf.reserve_exact(n);
+        if n > buf.capacity() {
+            buf.reserve_exact(n - buf.len());
+        }
+        // Only bytes past the last read's length are zeroed: the copy overwrites them all.
         buf.resize(n, 0);
         self.region.read(self.pos(offset), &mut buf[..n]);
         format::decode_record(&buf[..n], offset).map(|r| (r.kind, r.size as u64, r.epoch))

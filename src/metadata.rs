@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::parse::{unescape_help, unescape_label_value, MetricType};
+use crate::wal::record::{put_bytes, take_bytes};
 
 /// `prometheus.MetricMetadata.MetricType` of a declared type (the text format's `untyped`
 /// is Prometheus' `unknown`).
@@ -45,40 +46,6 @@ pub struct Entry<'a> {
     pub help: &'a [u8],
     /// The unit (OpenMetrics), or empty.
     pub unit: &'a [u8],
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    let mut n = b.len() as u64;
-    while n >= 0x80 {
-        out.push(n.to_le_bytes()[0] | 0x80);
-        n >>= 7;
-    }
-    out.push(n.to_le_bytes()[0]);
-    out.extend_from_slice(b);
-}
-
-fn take_bytes<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let mut n = 0u64;
-    let mut shift = 0;
-    loop {
-        let (&byte, rest) = b.split_first()?;
-        *b = rest;
-        n |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    let n = usize::try_from(n).ok()?;
-    if n > b.len() {
-        return None;
-    }
-    let (head, rest) = b.split_at(n);
-    *b = rest;
-    Some(head)
 }
 
 /// The entries of a blob a [`Collector`] built: per entry the type byte, then the name,

@@ -18,6 +18,8 @@
 //! computed before it is written, so a request is built in one reused buffer: once warm,
 //! encoding allocates nothing.
 
+use crate::wal::record::put_varint;
+
 /// The headers every remote-write 1.0 request carries, besides `User-Agent`.
 pub const HEADERS: [(&str, &str); 3] = [
     ("Content-Encoding", "snappy"),
@@ -34,14 +36,6 @@ const BYTES: u64 = 2;
 
 fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v.to_le_bytes()[0] | 0x80);
-        v >>= 7;
-    }
-    out.push(v.to_le_bytes()[0]);
 }
 
 fn put_key(out: &mut Vec<u8>, field: u64, wire: u64) {

@@ -227,7 +227,7 @@ impl Consumer {
                 }
             }
             _ => {
-                self.set_index.decode_frame(0, frame);
+                self.set_index.restore_buffer(frame);
                 false
             }
         }

@@ -239,15 +239,11 @@ pub fn stamp(offset: u64, epoch: u64) -> u64 {
 
 /// Writes a record frame into `out` (at least `record_size(payload.len())` bytes).
 pub fn encode_record(out: &mut [u8], offset: u64, epoch: u64, kind: u8, payload: &[u8]) {
-    let len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
-    out[8..16].copy_from_slice(&stamp(offset, epoch).to_le_bytes());
-    out[16] = kind;
-    out[17..17 + payload.len()].copy_from_slice(payload);
-    let crc = crc32c(&out[8..17 + payload.len()]);
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    let head = record_head(offset, epoch, kind, payload);
+    out[..head.len()].copy_from_slice(&head);
+    out[head.len()..head.len() + payload.len()].copy_from_slice(payload);
     let end = record_size(payload.len());
-    out[17 + payload.len()..end].fill(0);
+    out[head.len() + payload.len()..end].fill(0);
 }
 
 /// The head of a record holding `payload` ([`encode_record`]'s first 17 bytes: length, CRC,

@@ -1024,11 +1024,15 @@ impl Ring {
     /// labels this way): its target and its series' labels. `None` if it is gone or damaged.
     pub fn series_set(&mut self, offset: u64) -> Option<(u64, SetView<'_>)> {
         let mut frame = self.set_index.take_buffer();
-        let kind = match self.w.shared.read(offset, &mut frame) {
-            Some(meta) if meta.offset == offset && record::is_series_set(meta.kind) => meta.kind,
-            _ => 0,
+        let target = match self.w.shared.read(offset, &mut frame) {
+            Some(meta) if meta.offset == offset && record::is_series_set(meta.kind) => {
+                self.set_index.decode_frame(meta.kind, frame)?
+            }
+            _ => {
+                self.set_index.restore_buffer(frame);
+                return None;
+            }
         };
-        let target = self.set_index.decode_frame(kind, frame)?;
         Some((
             target,
             SetView {

@@ -59,7 +59,8 @@ pub fn is_samples(kind: u8) -> bool {
 /// The base offset of a samples record coded against nothing.
 pub const KEY_FRAME: u64 = u64::MAX;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as LEB128 (the ring's records, metadata blobs and protobuf share it).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v.to_le_bytes()[0] | 0x80);
         v >>= 7;
@@ -67,12 +68,22 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v.to_le_bytes()[0]);
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+/// Appends `b` after its length as a varint.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
 /// A cursor over a payload; every read checks bounds.
+/// Takes what [`put_bytes`] wrote from the front of `b`; `None` if it is cut short.
+pub(crate) fn take_bytes<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let mut c = Cursor { b, at: 0 };
+    let n = c.len()?;
+    let out = c.take(n)?;
+    *b = &b[c.at..];
+    Some(out)
+}
+
 struct Cursor<'a> {
     b: &'a [u8],
     at: usize,
@@ -290,6 +301,13 @@ impl SetIndex {
     pub fn take_buffer(&mut self) -> Vec<u8> {
         self.count = 0;
         std::mem::take(&mut self.packed)
+    }
+
+    /// Takes back the buffer of [`SetIndex::take_buffer`] when no set could be read into it
+    /// (the index then holds none).
+    pub fn restore_buffer(&mut self, frame: Vec<u8>) {
+        self.packed = frame;
+        self.count = 0;
     }
 
     /// Reads a series-set record from its ring frame (the payload after the record head),

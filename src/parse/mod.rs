@@ -119,6 +119,9 @@ pub enum Entry<'a> {
     },
     /// Any other `#` line (text format only).
     Comment,
+    /// A run of blank lines that reaches the end of the data (text format only): the caller
+    /// drops them and adds more, so a run of any length never has to fit the window.
+    Blank,
 }
 
 /// What one call of a parser's `next` produced.

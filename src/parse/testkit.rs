@@ -18,6 +18,7 @@ pub enum Owned {
     Type(String, MetricType),
     Unit(String, String),
     Comment,
+    Blank,
 }
 
 pub fn s(b: &[u8]) -> String {
@@ -59,6 +60,7 @@ pub fn own(format: Format, e: &Entry<'_>) -> Owned {
         Entry::Type { name, kind } => Owned::Type(s(name), kind),
         Entry::Unit { name, unit } => Owned::Unit(s(name), s(unit)),
         Entry::Comment => Owned::Comment,
+        Entry::Blank => Owned::Blank,
     }
 }
 
@@ -85,7 +87,10 @@ pub fn parse_chunks(format: Format, body: &[u8], cuts: &[usize]) -> Result<Vec<O
         let eof = fed == body.len();
         match parser.next(&buf, eof)? {
             Step::Entry(e, used) => {
-                out.push(own(format, &e));
+                // Blank runs come back only where a chunk ends: not part of the body's entries.
+                if e != Entry::Blank {
+                    out.push(own(format, &e));
+                }
                 buf.drain(..used);
             }
             Step::End(_) => return Ok(out),
@@ -168,6 +173,7 @@ pub fn print(format: Format, entries: &[Owned]) -> String {
             }
             Owned::Unit(name, unit) => out.push_str(&format!("# UNIT {name} {unit}\n")),
             Owned::Comment => out.push_str("# comment\n"),
+            Owned::Blank => out.push('\n'),
         }
     }
     if format == Format::OpenMetrics {

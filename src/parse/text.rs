@@ -24,8 +24,8 @@
 //! Errors give 1-based line and byte column, Prometheus' reason and a short excerpt.
 
 use super::{
-    count_newlines, excerpt_incomplete, located, to_u32, unexpected, value_at, BodyState, Kind,
-    LabelSpan, MetricType, ParseError, Step, Stop, Tok,
+    count_newlines, excerpt_incomplete, located, to_u32, unexpected, value_at, BodyState, Entry,
+    Kind, LabelSpan, MetricType, ParseError, Step, Stop, Tok,
 };
 
 /// A lexer over one call's data. `start..i` is the last token.
@@ -191,6 +191,19 @@ impl TextParser {
         self.body.reset();
     }
 
+    /// The entry at the front is incomplete. Blank lines before it are handed back as
+    /// [`Entry::Blank`] (counted; the caller drops them), so that a long run of them never
+    /// fills the window; with none, the caller keeps the data and calls again, and the lines
+    /// passed in this call are counted then.
+    fn more(&mut self, skipped: usize, first_line: u64) -> Step<'static> {
+        if skipped > 0 {
+            Step::Entry(Entry::Blank, skipped)
+        } else {
+            self.body.line = first_line;
+            Step::NeedMore
+        }
+    }
+
     /// Parses the entry at the front of `data`. `eof` says no byte follows `data`. The data
     /// must start where the previous call's `used` bytes ended. Allocation-free except when
     /// the label vector grows past its largest earlier size, and on errors.
@@ -221,17 +234,11 @@ impl TextParser {
                     self.body.line += count_newlines(&entry_data[..used_here]);
                     return Ok(Step::Entry(kind.entry(entry_data, &self.body.labels), used));
                 }
-                Err(Stop::More) => {
-                    // The caller keeps the data (blank lines included) and calls again: the
-                    // lines passed in this call will be counted then.
-                    self.body.line = first_line;
-                    return Ok(Step::NeedMore);
-                }
+                Err(Stop::More) => return Ok(self.more(skipped, first_line)),
                 Err(Stop::Error { at, reason }) => {
                     let rest = &data[skipped..];
                     if excerpt_incomplete(&rest[at.min(rest.len())..], eof) {
-                        self.body.line = first_line;
-                        return Ok(Step::NeedMore);
+                        return Ok(self.more(skipped, first_line));
                     }
                     return Err(located(self.body.line, rest, at, reason));
                 }

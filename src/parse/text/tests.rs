@@ -437,3 +437,56 @@ fn random_bodies_parse_the_same_in_any_windows() {
         "both verdicts occur: {valid} valid, {invalid} invalid"
     );
 }
+
+/// Feeds `body` through a 16..64-byte window; returns the series names or the error's line.
+fn through_small_window(body: &[u8]) -> Result<Vec<String>, u64> {
+    let mut window = Window::new(16, 64);
+    let mut src = body;
+    let mut parser = TextParser::new();
+    let mut names = Vec::new();
+    loop {
+        match parser.next(window.data(), window.eof()) {
+            Err(e) => return Err(e.line),
+            Ok(Step::Entry(e, used)) => {
+                if let Entry::Series { name, .. } = e {
+                    names.push(String::from_utf8_lossy(name).into_owned());
+                }
+                window.consume(used);
+            }
+            Ok(Step::End(_)) => return Ok(names),
+            Ok(Step::NeedMore) => {
+                let space = window.space().expect("every line fits in 64 bytes");
+                let k = space.len().min(src.len());
+                space[..k].copy_from_slice(&src[..k]);
+                src = &src[k..];
+                window.filled(k);
+            }
+        }
+    }
+}
+
+#[test]
+fn blank_line_runs_longer_than_the_window_pass_and_keep_line_numbers() {
+    let body = format!(
+        "{}a 1\n{}# c\n{}b 2\n",
+        "\n".repeat(10_000),
+        "\n".repeat(777),
+        "\n \n".repeat(300)
+    );
+    assert_eq!(
+        through_small_window(body.as_bytes()),
+        Ok(vec!["a".to_owned(), "b".to_owned()])
+    );
+    // The line of an error after the runs counts every blank line.
+    let bad = format!("{}a 1\n{}b x\n", "\n".repeat(5_000), "\n".repeat(123));
+    assert_eq!(
+        through_small_window(bad.as_bytes()),
+        Err(5_000 + 1 + 123 + 1)
+    );
+    // A run that ends the body.
+    let tail = format!("a 1\n{}", "\n".repeat(4_000));
+    assert_eq!(
+        through_small_window(tail.as_bytes()),
+        Ok(vec!["a".to_owned()])
+    );
+}

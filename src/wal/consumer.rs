@@ -140,6 +140,11 @@ impl Consumer {
     /// cannot be decoded (their series-set or chain overwritten or damaged) are skipped and
     /// counted ([`EndpointStats::undecodable`]).
     pub fn next_batch(&mut self) -> Option<Batch<'_>> {
+        // Series of the last batch whose labels did not read (overwritten while sent).
+        let unread = self.set_index.take_unread();
+        if unread > 0 {
+            self.undecodable(usize::try_from(unread).unwrap_or(usize::MAX));
+        }
         loop {
             let meta = self
                 .shared
@@ -214,22 +219,13 @@ impl Consumer {
             return true;
         }
         self.set_at = None;
-        let mut frame = self.set_index.take_buffer();
-        match self.shared.read(set, &mut frame) {
-            Some(m) if m.offset == set && record::is_series_set(m.kind) => {
-                match self.set_index.decode_frame(m.kind, frame) {
-                    Some(target) => {
-                        self.set_target = target;
-                        self.set_at = Some(set);
-                        true
-                    }
-                    None => false,
-                }
+        match self.set_index.open_in_ring(&self.shared, set) {
+            Some(target) => {
+                self.set_target = target;
+                self.set_at = Some(set);
+                true
             }
-            _ => {
-                self.set_index.restore_buffer(frame);
-                false
-            }
+            None => false,
         }
     }
 
@@ -461,6 +457,66 @@ mod tests {
         assert_eq!(s.overwritten + s.undecodable + late, total, "{s:?}");
         assert!(late > 0);
         assert_eq!(stats.samples_overwritten, s.overwritten);
+    }
+
+    #[test]
+    fn a_large_set_is_walked_in_place_and_an_overwrite_mid_walk_is_counted() {
+        let mut ring = empty_ring(4 << 20);
+        let mut consumer = ring.consumer(3).expect("consumer");
+        let n = 120_000;
+        let mut chain = Chain::default();
+        let set = write_set(&mut ring, &mut chain, 4, n);
+        let set_bytes = match ring.read(set) {
+            super::super::Found::Record { record, .. } => record.payload.len(),
+            super::super::Found::End => panic!("the set is there"),
+        };
+        for k in 0..2 {
+            ring.append_samples(&mut chain, k * 15_000, &values(4, k.unsigned_abs(), n))
+                .expect("samples");
+        }
+        let want = labels(4, n);
+        {
+            let b = consumer.next_batch().expect("batch");
+            for i in (0..n).chain([0, n / 2, n - 1]) {
+                assert_eq!(b.series.owned(i), want[i], "series {i}");
+            }
+            let held = b.series.index.held_bytes();
+            assert!(
+                held < set_bytes / 4,
+                "holds {held} bytes of a {set_bytes}-byte set"
+            );
+            let next = b.next;
+            consumer.commit(next);
+        }
+        let b = consumer.next_batch().expect("the second scrape");
+        assert_eq!(b.series.owned(0), want[0]);
+        // Another target's scrapes overwrite the set while this batch is being walked: the
+        // series of the block in hand still read, the rest read as none, and are counted.
+        let mut other = Chain::default();
+        write_set(&mut ring, &mut other, 5, 100);
+        let mut k = 0;
+        while ring.stats().samples_overwritten == 0 || k < 3000 {
+            ring.append_samples(&mut other, k * 15_000, &values(5, k.unsigned_abs(), 100))
+                .expect("samples");
+            k += 1;
+        }
+        let (mut read, mut unread) = (0, 0);
+        for (i, want) in want.iter().enumerate().skip(1) {
+            let got = b.series.owned(i);
+            if got.is_empty() {
+                unread += 1;
+            } else {
+                assert_eq!(&got, want, "series {i}");
+                read += 1;
+            }
+        }
+        assert!(read > 0 && unread > n / 2, "{read} read, {unread} not");
+        let before = consumer.stats().undecodable;
+        while let Some(b) = consumer.next_batch() {
+            let next = b.next;
+            consumer.commit(next);
+        }
+        assert_eq!(consumer.stats().undecodable - before, unread as u64);
     }
 
     #[test]

@@ -299,6 +299,48 @@ impl Shared {
         format::decode_record(&buf[..n], offset).map(|r| (r.kind, r.size as u64, r.epoch))
     }
 
+    /// Checks the record at `offset` where it lies (invariant I1, as [`Shared::frame`]), its
+    /// CRC computed over pieces copied to the stack, and that the tail has not passed it by
+    /// the end: its type and payload length. A reader of a large series-set then copies none
+    /// of it ([`record::SetIndex::open_in_ring`]).
+    fn check_in_place(&self, offset: u64) -> Result<(u8, usize), Bad> {
+        const PIECE: usize = 4 << 10;
+        let mut head = [0u8; format::RECORD_HEAD + 1];
+        let len = self.frame_head(offset, &mut head)?;
+        let end = format::RECORD_HEAD + usize::try_from(len).map_err(|_| Bad::Damaged)?;
+        let mut crc = format::crc32c(&head[8..]);
+        let mut piece = [0u8; PIECE];
+        let mut at = head.len();
+        while at < end {
+            let n = PIECE.min(end - at);
+            self.region.read(self.pos(offset) + at, &mut piece[..n]);
+            crc = format::crc32c_append(crc, &piece[..n]);
+            at += n;
+        }
+        fence(Ordering::Acquire);
+        if self.tail.load(Ordering::Relaxed) > offset {
+            return Err(Bad::Offset);
+        }
+        if crc != u32::from_le_bytes([head[4], head[5], head[6], head[7]]) {
+            return Err(Bad::Damaged);
+        }
+        Ok((head[format::RECORD_HEAD], end - head.len()))
+    }
+
+    /// Copies `out.len()` bytes of the payload of the record at `record`, from its byte `at`;
+    /// false if the tail has passed the record by the end of the copy (its bytes may be of a
+    /// newer lap). The caller keeps `at + out.len()` within the payload.
+    fn copy_payload(&self, record: u64, at: usize, out: &mut [u8]) -> bool {
+        let from = self
+            .pos(record)
+            .saturating_add(format::RECORD_HEAD + 1)
+            .saturating_add(at);
+        self.region.read(from, out);
+        // Pairs with the producer's fence between moving the tail and overwriting.
+        fence(Ordering::Acquire);
+        self.tail.load(Ordering::Relaxed) <= record
+    }
+
     /// Copies the first `head.len()` bytes (at least the record head) of the record at
     /// `offset` and checks what can be checked without its CRC: its stored offset, and a
     /// length that fits before the region's end. Returns that length (type byte + payload).
@@ -1023,16 +1065,7 @@ impl Ring {
     /// The series-set record at `offset` read back (staleness reads a target's previous
     /// labels this way): its target and its series' labels. `None` if it is gone or damaged.
     pub fn series_set(&mut self, offset: u64) -> Option<(u64, SetView<'_>)> {
-        let mut frame = self.set_index.take_buffer();
-        let target = match self.w.shared.read(offset, &mut frame) {
-            Some(meta) if meta.offset == offset && record::is_series_set(meta.kind) => {
-                self.set_index.decode_frame(meta.kind, frame)?
-            }
-            _ => {
-                self.set_index.restore_buffer(frame);
-                return None;
-            }
-        };
+        let target = self.set_index.open_in_ring(&self.w.shared, offset)?;
         Some((
             target,
             SetView {

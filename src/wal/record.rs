@@ -28,7 +28,8 @@
 //! explicit timestamps of a `honor_timestamps` target, or [`codec::ABSENT`] for a series
 //! with no sample in it. Targets without explicit timestamps never write one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 use super::codec::{self, BitReader, BitWriter, SeriesState};
 
@@ -205,16 +206,39 @@ pub fn decode_series_set(kind: u8, payload: &[u8]) -> Option<SeriesSet> {
 /// one set to the next, so reading a set back allocates nothing once warm.
 #[derive(Debug, Clone, Default)]
 pub struct SetIndex {
-    /// The record (a ring frame) or payload the set was read from.
+    /// The record (a ring frame) or payload the set was read from; empty for a set read in
+    /// place ([`Bytes::Ring`]).
     packed: Vec<u8>,
-    /// Blocked: where the first block starts in `packed`, and where the payload ends.
-    /// Legacy: unused (the labels are all in the walk's block).
+    /// Where the set's bytes are.
+    bytes: Bytes,
+    /// Blocked: where the first block starts (in `packed`, or in the ring record's payload),
+    /// and where the payload ends. Legacy: unused (the labels are all in the walk's block).
     first: usize,
     end: usize,
     blocked: bool,
     count: usize,
+    /// Series whose labels could not be read since [`SetIndex::take_unread`] (their block
+    /// damaged, or overwritten in the ring while it was read).
+    unread: Cell<u64>,
     walk: RefCell<Walk>,
 }
+
+/// Where a set's bytes are read from.
+#[derive(Debug, Clone, Default)]
+enum Bytes {
+    /// In the index's `packed`.
+    #[default]
+    Held,
+    /// In place in the ring, in the payload of the record at this offset: each block is
+    /// copied out when the walk reaches it, and is good only if the tail has not passed the
+    /// record by the end of the copy. A sender then holds one block of a large set, not the
+    /// set.
+    Ring(Arc<super::Shared>, u64),
+}
+
+/// Bytes peeked at a block's start: its two varints and the start of its snappy block, whose
+/// first varint is the decompressed length.
+const PEEK: usize = 32;
 
 /// Where a walk over a set's series stands.
 #[derive(Debug, Clone, Default)]
@@ -226,8 +250,10 @@ struct Walk {
     /// Where the series after `at` starts in `block`, and how many series of it are left.
     next: usize,
     left: usize,
-    /// Blocked: where the block after this one starts in the index's `packed`.
+    /// Blocked: where the block after this one starts in the index's bytes.
     next_block: usize,
+    /// A block copied out of the ring ([`Bytes::Ring`]).
+    copied: Vec<u8>,
     /// Per label of the series before and of this one: name start, name end, value start,
     /// value end (offsets in `block`).
     prev: Vec<[u32; 4]>,
@@ -292,32 +318,63 @@ impl SetIndex {
     /// series change).
     pub fn release(&mut self) {
         self.packed = Vec::new();
+        self.bytes = Bytes::Held;
         self.count = 0;
         *self.walk.get_mut() = Walk::default();
     }
 
-    /// The buffer to read the next set's record into (hand it back with
-    /// [`SetIndex::decode_frame`]): the index keeps one buffer, not a copy of the reader's.
-    pub fn take_buffer(&mut self) -> Vec<u8> {
-        self.count = 0;
-        std::mem::take(&mut self.packed)
+    /// The bytes the index holds of its set (tests: a set read in place holds one block).
+    #[cfg(test)]
+    pub(super) fn held_bytes(&self) -> usize {
+        let walk = self.walk.borrow();
+        self.packed.capacity() + walk.block.capacity() + walk.copied.capacity()
     }
 
-    /// Takes back the buffer of [`SetIndex::take_buffer`] when no set could be read into it
-    /// (the index then holds none).
-    pub fn restore_buffer(&mut self, frame: Vec<u8>) {
-        self.packed = frame;
-        self.count = 0;
+    /// How many series could not be read since the last call (a damaged block, or a set
+    /// overwritten in the ring while it was walked).
+    pub fn take_unread(&self) -> u64 {
+        self.unread.replace(0)
     }
 
-    /// Reads a series-set record from its ring frame (the payload after the record head),
-    /// keeping the frame; returns its target, or `None` if it is malformed.
-    pub fn decode_frame(&mut self, kind: u8, frame: Vec<u8>) -> Option<u64> {
-        let payload = super::format::checked_payload(&frame);
-        let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
-        let end = start + payload.len();
-        self.packed = frame;
-        self.open(kind, start, end)
+    /// Reads the series-set record at ring offset `record` in place: its CRC is checked in
+    /// pieces, and a blocked set is then walked block by block from the ring, so the index
+    /// holds one block, not the set (a legacy set is copied, as it is one block). Returns its
+    /// target; `None` if there is no valid series-set record at `record`.
+    pub(super) fn open_in_ring(&mut self, shared: &Arc<super::Shared>, record: u64) -> Option<u64> {
+        self.count = 0;
+        self.bytes = Bytes::Held;
+        let (kind, len) = shared.check_in_place(record).ok()?;
+        match kind {
+            TYPE_SERIES_BLOCKS => {
+                self.packed = Vec::new();
+                self.bytes = Bytes::Ring(Arc::clone(shared), record);
+            }
+            TYPE_SERIES_SET => {
+                self.packed.clear();
+                self.packed.reserve_exact(len);
+                self.packed.resize(len, 0);
+                if !shared.copy_payload(record, 0, &mut self.packed) {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+        self.open(kind, 0, len)
+    }
+
+    /// Copies the index's bytes `at..` into `out` (as many as are left, up to its length);
+    /// returns how many, or `None` if they are gone from the ring.
+    fn peek(&self, at: usize, out: &mut [u8]) -> Option<usize> {
+        let n = out.len().min(self.end.checked_sub(at)?);
+        match &self.bytes {
+            Bytes::Held => out[..n].copy_from_slice(self.packed.get(at..at + n)?),
+            Bytes::Ring(shared, record) => {
+                if !shared.copy_payload(*record, at, &mut out[..n]) {
+                    return None;
+                }
+            }
+        }
+        Some(n)
     }
 
     /// Reads a series-set payload of record type `kind` (up to 4 GiB, as records are);
@@ -325,6 +382,7 @@ impl SetIndex {
     pub fn decode(&mut self, kind: u8, payload: &[u8]) -> Option<u64> {
         self.packed.clear();
         self.packed.extend_from_slice(payload);
+        self.bytes = Bytes::Held;
         self.open(kind, 0, payload.len())
     }
 
@@ -332,36 +390,50 @@ impl SetIndex {
     /// a blocked one by its block list (each block is checked when it is read).
     fn open(&mut self, kind: u8, start: usize, end: usize) -> Option<u64> {
         self.count = 0;
-        let walk = self.walk.get_mut();
-        walk.at = None;
-        let payload = self.packed.get(start..end)?;
-        let target = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
-        let mut c = Cursor { b: payload, at: 8 };
+        self.walk.get_mut().at = None;
+        self.end = end;
+        let mut peeked = [0u8; PEEK];
+        let n = self.peek(start, &mut peeked)?;
+        let mut c = Cursor {
+            b: &peeked[..n],
+            at: 0,
+        };
+        let target = c.u64()?;
         match kind {
             TYPE_SERIES_BLOCKS => {
                 let count = c.len()?;
-                let first = c.at;
+                let first = start + c.at;
+                let mut at = first;
                 let mut seen = 0usize;
-                while c.at < payload.len() {
-                    let n = c.len()?;
+                while at < end {
+                    let n = self.peek(at, &mut peeked)?;
+                    let mut c = Cursor {
+                        b: &peeked[..n],
+                        at: 0,
+                    };
+                    let series = c.len()?;
                     let len = c.len()?;
-                    let block = c.take(len)?;
-                    let raw = snap::raw::decompress_len(block).ok()?;
-                    // Each series takes at least a byte.
-                    if n == 0 || n > raw || raw > block.len().saturating_mul(MAX_RATIO) {
+                    if len > end - at - c.at {
                         return None;
                     }
-                    seen = seen.checked_add(n)?;
+                    let raw = snap::raw::decompress_len(&peeked[c.at..n]).ok()?;
+                    // Each series takes at least a byte.
+                    if series == 0 || series > raw || raw > len.saturating_mul(MAX_RATIO) {
+                        return None;
+                    }
+                    seen = seen.checked_add(series)?;
+                    at += c.at + len;
                 }
                 if seen != count {
                     return None;
                 }
                 self.blocked = true;
-                self.first = start + first;
-                self.end = end;
+                self.first = first;
                 self.count = count;
             }
             TYPE_SERIES_SET => {
+                let walk = self.walk.get_mut();
+                let payload = self.packed.get(start..end)?;
                 unpack(&payload[8..], &mut walk.block)?;
                 let mut c = Cursor {
                     b: &walk.block,
@@ -430,20 +502,41 @@ impl SetIndex {
 
     /// Decompresses the walk's next block; false if there is none or it is damaged.
     fn next_block(&self, walk: &mut Walk) -> bool {
-        let Some(rest) = self.packed.get(walk.next_block..self.end) else {
+        let mut peeked = [0u8; PEEK];
+        let Some(got) = self.peek(walk.next_block, &mut peeked) else {
             return false;
         };
-        let mut c = Cursor { b: rest, at: 0 };
+        let mut c = Cursor {
+            b: &peeked[..got],
+            at: 0,
+        };
         let (Some(n), Some(len)) = (c.len(), c.len()) else {
             return false;
         };
-        let Some(block) = c.take(len) else {
+        let start = walk.next_block + c.at;
+        if len > self.end.saturating_sub(start) {
             return false;
+        }
+        let block = match &self.bytes {
+            Bytes::Held => match self.packed.get(start..start + len) {
+                Some(b) => b,
+                None => return false,
+            },
+            Bytes::Ring(..) => {
+                // Exactly: blocks differ a little in size (as in `unpack`).
+                walk.copied.clear();
+                walk.copied.reserve_exact(len);
+                walk.copied.resize(len, 0);
+                if self.peek(start, &mut walk.copied) != Some(len) {
+                    return false;
+                }
+                &walk.copied
+            }
         };
         if unpack(block, &mut walk.block).is_none() {
             return false;
         }
-        walk.next_block += c.at;
+        walk.next_block = start + len;
         walk.next = 0;
         walk.left = n;
         // The first series of a block refers to nothing.
@@ -513,6 +606,9 @@ impl SetView<'_> {
             }
         };
         if !index.seek(walk, i) {
+            if i < index.count {
+                index.unread.set(index.unread.get() + 1);
+            }
             return f(None);
         }
         f(Some(Labels {

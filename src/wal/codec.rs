@@ -141,32 +141,64 @@ fn as_int(v: f64, scale: usize) -> Option<i64> {
     (back.to_bits() == v.to_bits()).then_some(n)
 }
 
-/// What the coding of one series carries from one scrape to the next.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What the coding of one series carries from one scrape to the next, in 16 bytes (the loop
+/// and every reader keep one per series): the last value's bits, and in one word the last
+/// integer step (above the low byte) and the scale the last value is an integer at (the low
+/// byte, [`NO_SCALE`] if none). The integer itself is recomputed from the bits: it is
+/// `as_int(last, scale)` by construction, and a step fits 56 bits since integers are below
+/// 2^53 in magnitude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeriesState {
     /// The last value's bits.
     prev: u64,
-    /// The last value as an integer at `scale`, when it is one.
-    int: Option<(i64, u8)>,
-    /// The last integer step (0 after a key frame or a value outside the integer domain).
-    delta: i64,
+    /// `step << 8 | scale`.
+    step_scale: i64,
+}
+
+/// The scale byte of a value that is an integer at no scale.
+const NO_SCALE: u8 = 0xff;
+
+impl Default for SeriesState {
+    fn default() -> Self {
+        SeriesState {
+            prev: 0,
+            step_scale: i64::from(NO_SCALE),
+        }
+    }
 }
 
 impl SeriesState {
-    /// The state after `v`, with `delta` if it continues the integer domain at `scale`.
-    fn after(v: f64, int_at_prev_scale: Option<(i64, u8)>, delta: i64) -> SeriesState {
-        let int = int_at_prev_scale.or_else(|| {
-            (0..SCALES.len()).find_map(|s| as_int(v, s).map(|n| (n, u8::try_from(s).unwrap_or(0))))
-        });
+    /// The state after `v`: with `step` if `v` continues the integer domain at `scale`, else
+    /// restarting it at the finest scale that represents `v` (if any) with no step.
+    fn after(v: f64, continued: Option<u8>, step: i64) -> SeriesState {
+        let (scale, step) = match continued {
+            Some(s) => (s, step),
+            None => (
+                (0..SCALES.len())
+                    .find(|&s| as_int(v, s).is_some())
+                    .and_then(|s| u8::try_from(s).ok())
+                    .unwrap_or(NO_SCALE),
+                0,
+            ),
+        };
         SeriesState {
             prev: v.to_bits(),
-            int,
-            delta: if int_at_prev_scale.is_some() {
-                delta
-            } else {
-                0
-            },
+            step_scale: step.wrapping_shl(8) | i64::from(scale),
         }
+    }
+
+    /// The last value as an integer at the scale, when it is one.
+    fn int(&self) -> Option<(i64, u8)> {
+        let scale = u8::try_from(self.step_scale & 0xff).unwrap_or(NO_SCALE);
+        if scale == NO_SCALE {
+            return None;
+        }
+        as_int(f64::from_bits(self.prev), usize::from(scale)).map(|n| (n, scale))
+    }
+
+    /// The last integer step (0 after a key frame or a value outside the integer domain).
+    fn step(&self) -> i64 {
+        self.step_scale >> 8
     }
 }
 
@@ -199,7 +231,7 @@ fn read_bucketed(bits: &mut BitReader<'_>) -> Option<i64> {
     Some(unzigzag(bits.read(BUCKETS[sel])?))
 }
 
-/// Resizes `states` to `n`, growing its memory to exactly `n` (32 bytes a series, kept for
+/// Resizes `states` to `n`, growing its memory to exactly `n` (16 bytes a series, kept for
 /// as long as the target lives: doubling would keep up to twice that).
 fn fit(states: &mut Vec<SeriesState>, n: usize) {
     if n > states.capacity() {
@@ -221,19 +253,19 @@ pub fn encode_series(states: &mut Vec<SeriesState>, values: &[f64], out: &mut Bi
     let mut xor = Xor::default();
     for (state, &v) in states.iter_mut().zip(values) {
         let int = state
-            .int
+            .int()
             .and_then(|(n0, s)| as_int(v, usize::from(s)).map(|n| (n0, n, s)));
         match int {
             Some((n0, n, s)) => {
                 let delta = n.wrapping_sub(n0);
-                let dod = delta.wrapping_sub(state.delta);
+                let dod = delta.wrapping_sub(state.step());
                 if dod == 0 {
                     out.write(0, 1);
                 } else {
                     out.write(0b10, 2);
                     write_bucketed(dod, out);
                 }
-                *state = SeriesState::after(v, Some((n, s)), delta);
+                *state = SeriesState::after(v, Some(s), delta);
             }
             None => {
                 let x = v.to_bits() ^ state.prev;
@@ -271,17 +303,17 @@ pub fn decode_series(
             None
         };
         let v = if let Some(changed_step) = integer {
-            let (n0, s) = state.int?;
+            let (n0, s) = state.int()?;
             let dod = if changed_step {
                 read_bucketed(bits)?
             } else {
                 0
             };
-            let delta = state.delta.wrapping_add(dod);
+            let delta = state.step().wrapping_add(dod);
             let n = n0.wrapping_add(delta);
             #[allow(clippy::cast_precision_loss)]
             let v = n as f64 / SCALES[usize::from(s)];
-            *state = SeriesState::after(v, Some((n, s)), delta);
+            *state = SeriesState::after(v, Some(s), delta);
             v
         } else {
             let x = if bits.read(1)? == 0 {
@@ -363,6 +395,12 @@ mod tests {
     /// Codes `values` after `previous` (a key frame first); returns the bytes of `values`.
     fn round_trip(previous: &[f64], values: &[f64]) -> usize {
         series_round_trip(&[previous.to_vec(), values.to_vec()])[1]
+    }
+
+    #[test]
+    fn a_series_state_takes_16_bytes() {
+        // The loop and every reader keep one per series.
+        assert_eq!(std::mem::size_of::<SeriesState>(), 16);
     }
 
     #[test]
@@ -580,5 +618,38 @@ mod tests {
     fn unchanged_values_cost_one_bit() {
         let prev: Vec<f64> = (0..10_000).map(|i| f64::from(i) * 1.5).collect();
         assert_eq!(round_trip(&prev, &prev), 10_000 / 8);
+    }
+
+    #[test]
+    fn encoded_bits_stay_those_of_the_released_format() {
+        // Rings written by earlier builds must decode the same: the coding of a fixed mix of
+        // counters, decimals, large integers near 2^53, specials and random bits, hashed
+        // (FNV-1a) against the bits the format's first release wrote.
+        let mut rng = Rng(99);
+        let mut values: Vec<f64> = (0..64).map(|i| f64::from(i) * 3.0).collect();
+        let mut states = Vec::new();
+        let mut w = BitWriter::default();
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for k in 0..40 {
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = match (i % 8, rng.below(12)) {
+                    (_, 0) => SPECIAL[rng.below(SPECIAL.len())],
+                    (_, 1) => f64::from_bits(rng.next()),
+                    (0, _) => *v + 1.0,
+                    (1, _) => (*v * 1e6 + 7.0).round() / 1e6,
+                    (2, _) => 9_007_199_254_740_000.0 + f64::from(k * 3),
+                    (3, _) => -(f64::from(k) * 0.25),
+                    (4, _) => *v,
+                    (5, _) => f64::from(u32::try_from(rng.below(1000)).unwrap_or(0)),
+                    _ => (*v + 0.1) * 1.5,
+                };
+            }
+            w.clear();
+            encode_series(&mut states, &values, &mut w);
+            for &b in w.bytes() {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        assert_eq!(hash, 0x6769_d8de_c0d0_a78c);
     }
 }

@@ -64,7 +64,7 @@ use crate::labels::{HonorLabels, LabelSet};
 use crate::limits::{check_labels, LimitError, SampleCounter};
 use crate::metadata;
 use crate::parse::float::STALE_NAN_BITS;
-use crate::parse::{Entry, Format, ParseError, Parser, Step, Window};
+use crate::parse::{Entry, Format, LabelSpan, ParseError, Parser, Step, Window};
 use crate::relabel::{process_set, Scratch};
 use crate::targets::Target;
 use crate::wal::codec::ABSENT;
@@ -247,6 +247,13 @@ pub struct Scraper {
     ts_ms: i64,
     /// Index of the first series that differs from the set, once one did.
     differs_at: Option<usize>,
+    /// Per series line of the last good scrape, a hash of its bytes up to its value
+    /// ([`line_hash`]) with the low bit set if relabeling kept it: a line whose bytes are
+    /// the same as last time, with every line before it the same, is the same series with
+    /// the same outcome, so its label set is not built again (see [`Scraper::fetch`]).
+    lines: Vec<u64>,
+    /// The format `lines` were read in; `None` when they do not describe the last good scrape.
+    lines_format: Option<Format>,
     fresh: SeriesList,
     /// Scratch: this scrape's hashes, sorted (when the set changes).
     sorted: Vec<u64>,
@@ -278,6 +285,84 @@ fn now_ms() -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Builds a scraped series' label set in `set` as Prometheus 2.42 does (target labels
+/// merged per `honor_labels`, empty labels removed, `metric_relabel_configs`, the label
+/// checks and limits): its hash, or `None` if relabeling dropped it.
+fn build_series(
+    set: &mut LabelSet,
+    scratch: &mut Scratch,
+    target: &[(String, String)],
+    job: &ScrapeConfig,
+    (data, name, labels): (&[u8], &[u8], &[LabelSpan]),
+) -> Result<Option<u64>, ScrapeError> {
+    let honor = if job.honor_labels {
+        HonorLabels::Yes
+    } else {
+        HonorLabels::No
+    };
+    set.fill_series(data, name, labels);
+    set.merge_target(target, honor);
+    set.remove_empty();
+    if !process_set(set, &job.metric_relabel_configs, scratch) || set.is_empty() {
+        return Ok(None);
+    }
+    if set.get(b"__name__").is_none() {
+        return Err(ScrapeError::NoName);
+    }
+    check_labels(set, &job.limits).map_err(ScrapeError::Limit)?;
+    if let Some(dup) = set.duplicate_name() {
+        return Err(ScrapeError::DuplicateLabel(
+            String::from_utf8_lossy(dup).into_owned(),
+        ));
+    }
+    Ok(Some(set.hash()))
+}
+
+/// Where a series line's bytes before its value end: after its name or its last label value.
+fn series_end(data: &[u8], name: &[u8], labels: &[LabelSpan]) -> usize {
+    let name_end = (name.as_ptr() as usize + name.len()).saturating_sub(data.as_ptr() as usize);
+    labels
+        .iter()
+        .map(|l| usize::try_from(l.value_end).unwrap_or(usize::MAX))
+        .fold(name_end, usize::max)
+        .min(data.len())
+}
+
+/// A fast hash of a line's series bytes, 16 bytes a step (a folded 64×64→128-bit multiply,
+/// as wyhash mixes). Kept in memory only, never persisted: it just has to tell two lines
+/// apart, with the chance of two different lines agreeing about 2^-63.
+fn line_hash(b: &[u8]) -> u64 {
+    const S0: u64 = 0xa076_1d64_78bd_642f;
+    const S1: u64 = 0xe703_7ed1_a0b4_28db;
+    fn fold(a: u64, b: u64) -> u64 {
+        let p = u128::from(a) * u128::from(b);
+        #[allow(clippy::cast_possible_truncation)]
+        let low = p as u64;
+        low ^ u64::try_from(p >> 64).unwrap_or(0)
+    }
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(w)
+    };
+    let mut h = S0 ^ (b.len() as u64);
+    let mut chunks = b.chunks_exact(16);
+    for c in &mut chunks {
+        h = fold(word(&c[..8]) ^ S1 ^ h, word(&c[8..]) ^ S0);
+    }
+    let rest = chunks.remainder();
+    let (a, z) = rest.split_at(rest.len().min(8));
+    fold(word(a) ^ S1 ^ h, word(z) ^ S0 ^ (b.len() as u64))
+}
+
+/// Sets `lines[i]`, the next line of the scrape (pushing it past the end).
+fn put_line(lines: &mut Vec<u64>, i: usize, v: u64) {
+    match lines.get_mut(i) {
+        Some(l) => *l = v,
+        None => lines.push(v),
+    }
+}
+
 impl Scraper {
     /// The state of a new target (allocates its buffers once).
     pub fn new(target: Target, job: Rc<ScrapeConfig>, stats: Rc<ScrapeStats>) -> Scraper {
@@ -303,6 +388,8 @@ impl Scraper {
             last_ts_ms: i64::MIN,
             ts_ms: 0,
             differs_at: None,
+            lines: Vec::new(),
+            lines_format: None,
             fresh: SeriesList::default(),
             sorted: Vec::new(),
             known: Vec::new(),
@@ -324,6 +411,8 @@ impl Scraper {
         }
         self.target = target;
         self.job = job;
+        // Target labels or rules may have changed: every line is built afresh once.
+        self.lines_format = None;
         self.build_reports();
     }
 
@@ -371,7 +460,7 @@ impl Scraper {
 
     /// Fetches and parses one scrape, keeping its series in `hashes`/`values`; the counts
     /// so far travel with the error.
-    async fn fetch(&mut self, counts: &mut Counts) -> Result<(), ScrapeError> {
+    async fn fetch(&mut self, counts: &mut Counts) -> Result<Format, ScrapeError> {
         let req =
             self.client
                 .start_request(&self.target.path_and_query, self.target.timeout, USER_AGENT);
@@ -401,12 +490,10 @@ impl Scraper {
         };
         self.window.clear();
         let limits = self.job.limits;
-        let honor = if self.job.honor_labels {
-            HonorLabels::Yes
-        } else {
-            HonorLabels::No
-        };
         let mut samples = SampleCounter::new(&limits);
+        // The lines of the last good scrape are known while this one's are the same; they
+        // are rewritten as this scrape goes, and describe it only once it is committed.
+        let mut same_lines = self.lines_format.take() == Some(format);
         let expected: &[u64] = if self.all_stale || self.set_hashes.len() < REPORTS {
             &[]
         } else {
@@ -450,36 +537,53 @@ impl Scraper {
                         timestamp_ms,
                     } = entry
                     {
+                        let line = usize::try_from(counts.scraped).unwrap_or(usize::MAX);
                         counts.scraped += 1;
-                        self.set.fill_series(data, name, labels);
-                        self.set.merge_target(&self.target.labels, honor);
-                        self.set.remove_empty();
-                        if !process_set(
-                            &mut self.set,
-                            &self.job.metric_relabel_configs,
-                            &mut self.scratch,
-                        ) || self.set.is_empty()
-                        {
-                            self.window.consume(used);
-                            continue;
-                        }
-                        if self.set.get(b"__name__").is_none() {
-                            return Err(ScrapeError::NoName);
-                        }
-                        check_labels(&self.set, &limits).map_err(ScrapeError::Limit)?;
-                        if let Some(dup) = self.set.duplicate_name() {
-                            return Err(ScrapeError::DuplicateLabel(
-                                String::from_utf8_lossy(dup).into_owned(),
-                            ));
-                        }
+                        let bytes = line_hash(&data[..series_end(data, name, labels)]) & !1;
+                        let known = match self.lines.get(line) {
+                            Some(&l) if same_lines && l & !1 == bytes => {
+                                if l & 1 == 0 {
+                                    // Dropped by relabeling last time: dropped again.
+                                    self.window.consume(used);
+                                    continue;
+                                }
+                                expected.get(self.hashes.len()).copied()
+                            }
+                            _ => None,
+                        };
+                        let hash = match known {
+                            Some(hash) => hash,
+                            None => {
+                                same_lines = false;
+                                match build_series(
+                                    &mut self.set,
+                                    &mut self.scratch,
+                                    &self.target.labels,
+                                    &self.job,
+                                    (data, name, labels),
+                                )? {
+                                    Some(hash) => {
+                                        put_line(&mut self.lines, line, bytes | 1);
+                                        hash
+                                    }
+                                    None => {
+                                        put_line(&mut self.lines, line, bytes);
+                                        self.window.consume(used);
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
                         samples.add(value);
                         counts.post_relabel += 1;
-                        let hash = self.set.hash();
                         let i = self.hashes.len();
                         if self.differs_at.is_none() && expected.get(i) != Some(&hash) {
                             self.differs_at = Some(i);
                         }
                         if self.differs_at.is_some() {
+                            // A known line matches `expected` and comes before any miss,
+                            // so the set holds this line's labels.
+                            debug_assert!(known.is_none());
                             self.fresh.push(self.set.iter());
                         }
                         match timestamp_ms.filter(|_| self.job.honor_timestamps) {
@@ -507,7 +611,9 @@ impl Scraper {
         if self.differs_at.is_none() && self.hashes.len() + REPORTS != self.set_hashes.len() {
             self.differs_at = Some(self.hashes.len());
         }
-        Ok(())
+        self.lines
+            .truncate(usize::try_from(counts.scraped).unwrap_or(usize::MAX));
+        Ok(format)
     }
 
     /// Runs one scrape at `ts_ms` and appends its result to the ring.
@@ -548,6 +654,8 @@ impl Scraper {
         }
         let mut ring = ring.borrow_mut();
         let ok = result.is_ok();
+        // This scrape's kept lines, in order, before duplicates are dropped.
+        let kept_lines = self.hashes.len();
         if let (true, Some((store, c))) = (ok, &mut self.metadata) {
             if store.wanted() {
                 if let Some(blob) = c.finish() {
@@ -562,6 +670,13 @@ impl Scraper {
         };
         match appended {
             Ok(n) => {
+                // The lines describe the set now in the ring if it lists their kept series
+                // in order (duplicates dropped from it would shift the order).
+                if let Ok(format) = &result {
+                    if !self.all_stale && self.set_hashes.len() == kept_lines + REPORTS {
+                        self.lines_format = Some(*format);
+                    }
+                }
                 bump(&stats.samples_appended, n);
                 if ts_ms > stats.highest_timestamp_ms.get() {
                     stats.highest_timestamp_ms.set(ts_ms);

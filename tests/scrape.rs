@@ -48,6 +48,20 @@ fn body(text: &str) -> Answer {
 /// What one scrape appended: labels (rendered `{a="b",…}`) → value bits.
 type Scrape = BTreeMap<String, u64>;
 
+/// The one target of `job` (YAML of one scrape config, `ADDRESS` replaced by the fixture's
+/// address) and its scrape config.
+fn job_target(job: &str, port: u16) -> (promlet::targets::Target, promlet::config::ScrapeConfig) {
+    let text = format!(
+        "scrape_configs:\n{}",
+        job.replace("ADDRESS", &format!("127.0.0.1:{port}"))
+    );
+    let config = Config::parse(&text, Path::new("t.yml"), Path::new(".")).expect("config");
+    let sc = config.scrape_configs[0].clone();
+    let (targets, errors) = promlet::targets::build(&sc.static_configs, &sc);
+    assert!(errors.is_empty(), "{errors:?}");
+    (targets.into_iter().next().expect("one target"), sc)
+}
+
 struct Harness {
     _dir: TempDir,
     ring: RefCell<Ring>,
@@ -63,22 +77,11 @@ impl Harness {
     /// the fixture's address).
     fn new(name: &str, job: &str, port: u16) -> Harness {
         let dir = TempDir::new(&format!("scrape-{name}"));
-        let text = format!(
-            "scrape_configs:\n{}",
-            job.replace("ADDRESS", &format!("127.0.0.1:{port}"))
-        );
-        let config = Config::parse(&text, Path::new("t.yml"), Path::new(".")).expect("config");
-        let sc = config.scrape_configs[0].clone();
-        let (targets, errors) = promlet::targets::build(&sc.static_configs, &sc);
-        assert!(errors.is_empty(), "{errors:?}");
+        let (target, sc) = job_target(job, port);
         let mut ring = Ring::open(&dir.0, 1 << 20).expect("ring");
         let consumer = ring.consumer(7).expect("consumer");
         let stats = Rc::new(ScrapeStats::default());
-        let scraper = Scraper::new(
-            targets.into_iter().next().expect("one target"),
-            Rc::new(sc),
-            Rc::clone(&stats),
-        );
+        let scraper = Scraper::new(target, Rc::new(sc), Rc::clone(&stats));
         Harness {
             _dir: dir,
             ring: RefCell::new(ring),
@@ -551,15 +554,8 @@ fn lines_unchanged_since_the_last_scrape_keep_their_series_and_every_change_is_s
     }
     assert_eq!(h.stats.duplicates.get(), 2);
     // New rules on a reload: the lines are built again under them.
-    let text = format!(
-        "scrape_configs:\n{}",
-        JOB.replace("ADDRESS", &format!("127.0.0.1:{port}"))
-    );
-    let config = Config::parse(&text, Path::new("t.yml"), Path::new(".")).expect("config");
-    let sc = config.scrape_configs[0].clone();
-    let (targets, _) = promlet::targets::build(&sc.static_configs, &sc);
-    h.scraper
-        .reconfigure(targets.into_iter().next().expect("one"), Rc::new(sc));
+    let (target, sc) = job_target(JOB, port);
+    h.scraper.reconfigure(target, Rc::new(sc));
     let s = h.scrape();
     assert_eq!(
         scraped(&s),

@@ -17,6 +17,9 @@ pub const UNSUPPORTED: &str = "unsupported character in float";
 /// (Go's ErrRange), hex floats, underscores and everything else. NaN comes back as
 /// [`NORMAL_NAN_BITS`]. Allocation-free.
 pub fn parse_value(s: &[u8]) -> Result<f64, &'static str> {
+    if let Some(v) = exact_decimal(s) {
+        return Ok(v);
+    }
     if s.iter().any(|&b| matches!(b, b'p' | b'P' | b'_')) {
         return Err(UNSUPPORTED);
     }
@@ -42,6 +45,47 @@ pub fn parse_value(s: &[u8]) -> Result<f64, &'static str> {
         return Err("value out of range");
     }
     Ok(v)
+}
+
+/// Powers of ten that are exact as doubles, up to the 15 digits [`exact_decimal`] takes.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The common shape of exporters' values, `[+-] digits [. digits]` with at most 15 digits,
+/// read without the general parser: the digits make an integer below 2^53 and the scale a
+/// power of ten below 10^22, both exact as doubles, so one correctly rounded division gives
+/// the nearest double to the decimal (Clinger's fast path, which Go's `strconv` takes too).
+/// `None` for any other shape.
+fn exact_decimal(s: &[u8]) -> Option<f64> {
+    let (negative, body) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (mut m, mut digits, mut frac) = (0u64, 0usize, None::<usize>);
+    for &c in body {
+        match c {
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 15 {
+                    return None;
+                }
+                m = m * 10 + u64::from(c - b'0');
+                if let Some(f) = frac.as_mut() {
+                    *f += 1;
+                }
+            }
+            b'.' if frac.is_none() => frac = Some(0),
+            _ => return None,
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let v = m as f64 / POW10[frac.unwrap_or(0)];
+    Some(if negative { -v } else { v })
 }
 
 /// `digits [. digits] [e [+-] digits]` with at least one mantissa digit; the only shape Go
@@ -105,6 +149,49 @@ mod tests {
             "1e400", "--1", "1 ", "\u{661}", "Inf1", "-NaN", "+nan", "infi",
         ] {
             assert!(parse_value(bad.as_bytes()).is_err(), "{bad:?} must fail");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_reads_every_decimal_as_the_general_parser_does() {
+        // A small xorshift: decimals of 1 to 17 digits, the point anywhere or nowhere, signs.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..200_000 {
+            let len = 1 + next(17);
+            let mut t = String::new();
+            match next(4) {
+                0 => t.push('-'),
+                1 => t.push('+'),
+                _ => {}
+            }
+            let dot = next(len + 2);
+            for i in 0..len {
+                if i == dot {
+                    t.push('.');
+                }
+                t.push(char::from(b'0' + u8::try_from(next(10)).unwrap_or(0)));
+            }
+            if dot == len {
+                t.push('.');
+            }
+            let want: f64 = t.parse().expect("a decimal");
+            let got = parse_value(t.as_bytes()).expect("parses");
+            assert_eq!(got.to_bits(), want.to_bits(), "{t}");
+            if let Some(v) = exact_decimal(t.as_bytes()) {
+                assert_eq!(v.to_bits(), want.to_bits(), "{t}");
+            }
+        }
+        assert_eq!(exact_decimal(b"123456789012345"), Some(123_456_789_012_345.0));
+        assert_eq!(exact_decimal(b"0.000000000000001"), None, "16 digits");
+        assert_eq!(exact_decimal(b"-0").map(f64::to_bits), Some((-0.0f64).to_bits()));
+        for other in ["1e3", "1.5.1", ".", "", "-", "NaN", "+Inf", "0x1"] {
+            assert_eq!(exact_decimal(other.as_bytes()), None, "{other}");
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct Consumer {
     set_target: u64,
     /// Per series-set offset.
     chains: HashMap<u64, ChainState>,
+    /// Series-sets whose CRC was checked, newest last: a sender alternating between its
+    /// targets' sets checks each once, not at every scrape.
+    verified: Vec<u64>,
     values: Vec<f64>,
     timestamps: Vec<i64>,
     reads: u64,
@@ -85,6 +88,7 @@ impl Consumer {
             set_index: SetIndex::default(),
             set_target: 0,
             chains: HashMap::new(),
+            verified: Vec::new(),
             values: Vec::new(),
             timestamps: Vec::new(),
             reads: 0,
@@ -154,6 +158,7 @@ impl Consumer {
             if self.reads % 256 == 0 {
                 let tail = self.shared.tail.load(Ordering::Acquire);
                 self.chains.retain(|&set, _| set >= tail);
+                self.verified.retain(|&set| set >= tail);
             }
             if !record::is_samples(meta.kind) {
                 continue;
@@ -218,9 +223,18 @@ impl Consumer {
         if self.set_at == Some(set) {
             return true;
         }
+        /// Sets remembered as checked: more than a node's targets.
+        const VERIFIED: usize = 256;
         self.set_at = None;
-        match self.set_index.open_in_ring(&self.shared, set) {
+        let verified = self.verified.contains(&set);
+        match self.set_index.open_in_ring(&self.shared, set, verified) {
             Some(target) => {
+                if !verified {
+                    if self.verified.len() >= VERIFIED {
+                        self.verified.remove(0);
+                    }
+                    self.verified.push(set);
+                }
                 self.set_target = target;
                 self.set_at = Some(set);
                 true

@@ -303,14 +303,16 @@ impl Shared {
     /// CRC computed over pieces copied to the stack, and that the tail has not passed it by
     /// the end: its type and payload length. A reader of a large series-set then copies none
     /// of it ([`record::SetIndex::open_in_ring`]).
-    fn check_in_place(&self, offset: u64) -> Result<(u8, usize), Bad> {
+    /// With `verified`, the record's CRC was checked by an earlier call (its bytes cannot have
+    /// changed while the tail has not passed it) and is not computed again.
+    fn check_in_place(&self, offset: u64, verified: bool) -> Result<(u8, usize), Bad> {
         const PIECE: usize = 4 << 10;
         let mut head = [0u8; format::RECORD_HEAD + 1];
         let len = self.frame_head(offset, &mut head)?;
         let end = format::RECORD_HEAD + usize::try_from(len).map_err(|_| Bad::Damaged)?;
         let mut crc = format::crc32c(&head[8..]);
         let mut piece = [0u8; PIECE];
-        let mut at = head.len();
+        let mut at = if verified { end } else { head.len() };
         while at < end {
             let n = PIECE.min(end - at);
             self.region.read(self.pos(offset) + at, &mut piece[..n]);
@@ -321,7 +323,7 @@ impl Shared {
         if self.tail.load(Ordering::Relaxed) > offset {
             return Err(Bad::Offset);
         }
-        if crc != u32::from_le_bytes([head[4], head[5], head[6], head[7]]) {
+        if !verified && crc != u32::from_le_bytes([head[4], head[5], head[6], head[7]]) {
             return Err(Bad::Damaged);
         }
         Ok((head[format::RECORD_HEAD], end - head.len()))
@@ -1065,7 +1067,7 @@ impl Ring {
     /// The series-set record at `offset` read back (staleness reads a target's previous
     /// labels this way): its target and its series' labels. `None` if it is gone or damaged.
     pub fn series_set(&mut self, offset: u64) -> Option<(u64, SetView<'_>)> {
-        let target = self.set_index.open_in_ring(&self.w.shared, offset)?;
+        let target = self.set_index.open_in_ring(&self.w.shared, offset, false)?;
         Some((
             target,
             SetView {

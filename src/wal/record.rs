@@ -339,11 +339,17 @@ impl SetIndex {
     /// Reads the series-set record at ring offset `record` in place: its CRC is checked in
     /// pieces, and a blocked set is then walked block by block from the ring, so the index
     /// holds one block, not the set (a legacy set is copied, as it is one block). Returns its
-    /// target; `None` if there is no valid series-set record at `record`.
-    pub(super) fn open_in_ring(&mut self, shared: &Arc<super::Shared>, record: u64) -> Option<u64> {
+    /// target; `None` if there is no valid series-set record at `record`. `verified`: an
+    /// earlier open checked this record's CRC (see [`super::Shared::check_in_place`]).
+    pub(super) fn open_in_ring(
+        &mut self,
+        shared: &Arc<super::Shared>,
+        record: u64,
+        verified: bool,
+    ) -> Option<u64> {
         self.count = 0;
         self.bytes = Bytes::Held;
-        let (kind, len) = shared.check_in_place(record).ok()?;
+        let (kind, len) = shared.check_in_place(record, verified).ok()?;
         match kind {
             TYPE_SERIES_BLOCKS => {
                 self.packed = Vec::new();

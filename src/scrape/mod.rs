@@ -68,7 +68,7 @@ use crate::parse::{Entry, Format, LabelSpan, ParseError, Parser, Step, Window};
 use crate::relabel::{process_set, Scratch};
 use crate::targets::Target;
 use crate::wal::codec::ABSENT;
-use crate::wal::{Chain, Ring, WalError};
+use crate::wal::{Chain, Ring, SetBlocks, WalError};
 use clock::Clock;
 use http::{Client, HttpError};
 use series::SeriesList;
@@ -254,12 +254,14 @@ pub struct Scraper {
     lines: Vec<u64>,
     /// The format `lines` were read in; `None` when they do not describe the last good scrape.
     lines_format: Option<Format>,
-    fresh: SeriesList,
+    fresh: SetBlocks,
     /// Scratch: this scrape's hashes, sorted (when the set changes).
     sorted: Vec<u64>,
     /// The series of the last good scrape, sorted: what `scrape_series_added` counts against.
     known: Vec<u64>,
-    next_set: SeriesList,
+    next_set: SetBlocks,
+    /// The report series, compressed as a set's last blocks.
+    report_blocks: SetBlocks,
     /// The target's health as last logged, and how many failures since.
     up: Option<bool>,
     failures: u64,
@@ -390,10 +392,11 @@ impl Scraper {
             differs_at: None,
             lines: Vec::new(),
             lines_format: None,
-            fresh: SeriesList::default(),
+            fresh: SetBlocks::default(),
             sorted: Vec::new(),
             known: Vec::new(),
-            next_set: SeriesList::default(),
+            next_set: SetBlocks::default(),
+            report_blocks: SetBlocks::default(),
             up: None,
             failures: 0,
             metadata: None,
@@ -441,6 +444,11 @@ impl Scraper {
             self.set.sort();
             self.reports.push(self.set.iter());
         }
+        self.report_blocks.clear();
+        for i in 0..self.reports.len() {
+            self.report_blocks.push(self.reports.get(i));
+        }
+        self.report_blocks.finish();
     }
 
     /// The target's key (labels and URL).
@@ -858,14 +866,19 @@ impl Scraper {
                     keep[j - 1]
                 });
             }
-            self.fresh
-                .copy_into(&mut self.next_set, |i| keep[fresh_start + i]);
+            self.fresh.finish();
+            let mut deduped = SetBlocks::default();
+            let read = self
+                .fresh
+                .copy_into(&mut deduped, |i| keep[fresh_start + i]);
+            debug_assert!(read, "the scrape's own blocks read back");
+            deduped.finish();
+            self.fresh = deduped;
             counts.post_relabel -= dups;
             bump(&self.stats.duplicates, dups);
-        } else {
-            self.fresh.copy_into(&mut self.next_set, |_| true);
         }
-        self.reports.copy_into(&mut self.next_set, |_| true);
+        self.fresh.finish();
+        self.next_set.finish();
         // Each series' last timestamp in the old set, by hash, for the out-of-order check.
         let late = if self.stamps.is_empty() {
             self.set_stamps.clear();
@@ -887,7 +900,11 @@ impl Scraper {
         };
         self.report_hashes();
         self.report_values(true, duration, *counts);
-        ring.append_series_set(&mut self.chain, self.key, self.next_set.iter())?;
+        ring.append_series_blocks(
+            &mut self.chain,
+            self.key,
+            &[&self.next_set, &self.fresh, &self.report_blocks],
+        )?;
         bump(&self.stats.set_changes, 1);
         if self.column.is_empty() {
             ring.append_samples(&mut self.chain, ts_ms, &self.values)?;

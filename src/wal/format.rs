@@ -249,11 +249,24 @@ pub fn encode_record(out: &mut [u8], offset: u64, epoch: u64, kind: u8, payload:
 /// The head of a record holding `payload` ([`encode_record`]'s first 17 bytes: length, CRC,
 /// stamped offset, type), for writing it in place without assembling the record.
 pub fn record_head(offset: u64, epoch: u64, kind: u8, payload: &[u8]) -> [u8; RECORD_HEAD + 1] {
+    record_head_parts(offset, epoch, kind, &[payload])
+}
+
+/// [`record_head`] of a payload made of `parts`, back to back.
+pub fn record_head_parts(
+    offset: u64,
+    epoch: u64,
+    kind: u8,
+    parts: &[&[u8]],
+) -> [u8; RECORD_HEAD + 1] {
     let mut head = [0u8; RECORD_HEAD + 1];
-    let len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
+    let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(payload_len + 1).unwrap_or(u32::MAX);
     head[8..16].copy_from_slice(&stamp(offset, epoch).to_le_bytes());
     head[16] = kind;
-    let crc = crc32c_append(crc32c(&head[8..17]), payload);
+    let crc = parts
+        .iter()
+        .fold(crc32c(&head[8..17]), |crc, p| crc32c_append(crc, p));
     head[..4].copy_from_slice(&len.to_le_bytes());
     head[4..8].copy_from_slice(&crc.to_le_bytes());
     head

@@ -65,6 +65,7 @@ pub use consumer::{Batch, Consumer};
 const REWRITE_KEEP: usize = 1 << 20;
 use format::{Bad, Header, DATA_START, HEADER_SIZE, MAGIC, MAX_CURSORS, MIN_RECORD, TYPE_PAD};
 use mmap::Region;
+pub use record::SetBlocks;
 use record::{SetIndex, SetView, TYPE_SAMPLES, TYPE_SAMPLES_STAMPED, TYPE_SERIES_BLOCKS};
 
 /// The ring file's name in the storage directory.
@@ -597,10 +598,17 @@ struct Writer {
 
 impl Writer {
     fn append(&mut self, kind: u8, payload: &[u8]) -> Result<u64, WalError> {
+        self.append_parts(kind, &[payload])
+    }
+
+    /// [`Writer::append`] of a payload made of `parts`, back to back: each is written in
+    /// place, none is copied into one buffer first.
+    fn append_parts(&mut self, kind: u8, parts: &[&[u8]]) -> Result<u64, WalError> {
         let cap = self.shared.capacity;
-        let size = format::record_size(payload.len()) as u64;
+        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+        let size = format::record_size(payload_len) as u64;
         if size > cap / 2 || kind == TYPE_PAD {
-            return Err(WalError::TooLarge(payload.len()));
+            return Err(WalError::TooLarge(payload_len));
         }
         if self.head + cap > format::MAX_OFFSET {
             return Err(WalError::Size(
@@ -630,11 +638,14 @@ impl Writer {
         let offset = start + pad;
         let n = usize::try_from(size).unwrap_or(0);
         // In place, head, payload and zero padding: a set's record is not copied first.
-        let head = format::record_head(offset, self.shared.epoch, kind, payload);
+        let head = format::record_head_parts(offset, self.shared.epoch, kind, parts);
         let at = self.shared.pos(offset);
         region.write(at, &head);
-        region.write(at + head.len(), payload);
-        let written = head.len() + payload.len();
+        let mut written = head.len();
+        for part in parts {
+            region.write(at + written, part);
+            written += part.len();
+        }
         region.write(at + written, &[0u8; 8][..n.saturating_sub(written).min(8)]);
         self.head = offset + size;
         self.shared.head.store(self.head, Ordering::SeqCst);
@@ -995,6 +1006,25 @@ impl Ring {
         chain.last = None;
         chain.set = None;
         let at = self.w.append(TYPE_SERIES_BLOCKS, &self.payload)?;
+        chain.set = Some(at);
+        Ok(at)
+    }
+
+    /// [`Ring::append_series_set`] of a set built in [`SetBlocks`]: its series are those of
+    /// `parts`, in order, and their compressed blocks go to the ring as they are.
+    pub fn append_series_blocks(
+        &mut self,
+        chain: &mut Chain,
+        target: u64,
+        parts: &[&SetBlocks],
+    ) -> Result<u64, WalError> {
+        let head = record::set_head(target, parts.iter().map(|p| p.len()).sum());
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        slices.push(&head);
+        slices.extend(parts.iter().map(|p| p.blocks()));
+        chain.last = None;
+        chain.set = None;
+        let at = self.w.append_parts(TYPE_SERIES_BLOCKS, &slices)?;
         chain.set = Some(at);
         Ok(at)
     }

@@ -118,67 +118,160 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Appends one series' labels to a block's bytes, against the series before it (`None` at a
-/// block's start).
-fn put_series<'s, L>(raw: &mut Vec<u8>, labels: L, mut prev: Option<L>)
-where
-    L: Iterator<Item = (&'s [u8], &'s [u8])> + Clone,
-{
-    put_varint(raw, labels.clone().count() as u64);
-    for (name, value) in labels {
-        let before = prev.as_mut().and_then(Iterator::next);
-        match before {
-            Some((n, v)) if n == name && v == value => raw.push(0),
-            Some((n, _)) if n == name => {
-                raw.push(1);
-                put_bytes(raw, value);
-            }
-            _ => {
-                raw.push(2);
-                put_bytes(raw, name);
-                put_bytes(raw, value);
+/// A series-set's blocks ([`TYPE_SERIES_BLOCKS`]' layout after its count), written one
+/// series at a time: a block is compressed as soon as it closes, so a large set (the first
+/// scrape of a 60k-series cadvisor target, or its change when pods come and go) is held
+/// compressed while it is built, never as its ~20 MB of labels. A set record is the target,
+/// the count and the blocks of one or more of these, back to back
+/// ([`super::Ring::append_series_blocks`]).
+#[derive(Debug, Default, Clone)]
+pub struct SetBlocks {
+    /// The closed blocks.
+    blocks: Vec<u8>,
+    /// The open block's labels, uncompressed.
+    raw: Vec<u8>,
+    /// Series in the open block, and in all.
+    in_block: u64,
+    count: usize,
+    /// The series before (in the open block) and the one being added: label bytes, and per
+    /// label (name start, value start, value end) in them.
+    prev: (Vec<u8>, Vec<(u32, u32, u32)>),
+    cur: (Vec<u8>, Vec<(u32, u32, u32)>),
+    /// Compression scratch.
+    packed: Vec<u8>,
+}
+
+impl SetBlocks {
+    /// Appends one series' labels (sorted by name, as readers want them).
+    pub fn push<'s>(&mut self, labels: impl Iterator<Item = (&'s [u8], &'s [u8])>) {
+        let to = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let at = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        let (bytes, spans) = &mut self.cur;
+        bytes.clear();
+        spans.clear();
+        for (name, value) in labels {
+            let n = to(bytes.len());
+            bytes.extend_from_slice(name);
+            let v = to(bytes.len());
+            bytes.extend_from_slice(value);
+            spans.push((n, v, to(bytes.len())));
+        }
+        put_varint(&mut self.raw, spans.len() as u64);
+        let (prev_bytes, prev) = &self.prev;
+        for (i, &(n, v, e)) in spans.iter().enumerate() {
+            let (name, value) = (&bytes[at(n)..at(v)], &bytes[at(v)..at(e)]);
+            let before = prev
+                .get(i)
+                .map(|&(n, v, e)| (&prev_bytes[at(n)..at(v)], &prev_bytes[at(v)..at(e)]));
+            match before {
+                Some((n, v)) if n == name && v == value => self.raw.push(0),
+                Some((n, _)) if n == name => {
+                    self.raw.push(1);
+                    put_bytes(&mut self.raw, value);
+                }
+                _ => {
+                    self.raw.push(2);
+                    put_bytes(&mut self.raw, name);
+                    put_bytes(&mut self.raw, value);
+                }
             }
         }
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        self.in_block += 1;
+        self.count += 1;
+        if self.raw.len() >= BLOCK_BYTES {
+            self.finish();
+        }
     }
+
+    /// Closes the open block: [`SetBlocks::blocks`] then holds every series pushed.
+    pub fn finish(&mut self) {
+        if self.in_block == 0 {
+            return;
+        }
+        self.packed
+            .resize(snap::raw::max_compress_len(self.raw.len()), 0);
+        // The output is sized for the worst case, the one way compress can fail.
+        let n = snap::raw::Encoder::new()
+            .compress(&self.raw, &mut self.packed)
+            .unwrap_or(0);
+        put_varint(&mut self.blocks, self.in_block);
+        put_bytes(&mut self.blocks, &self.packed[..n]);
+        self.raw.clear();
+        self.in_block = 0;
+        // The first series of a block refers to nothing.
+        self.prev.0.clear();
+        self.prev.1.clear();
+    }
+
+    /// Series pushed.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether none was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The closed blocks (after [`SetBlocks::finish`]: all of them).
+    pub fn blocks(&self) -> &[u8] {
+        &self.blocks
+    }
+
+    /// Empties it, keeping its memory.
+    pub fn clear(&mut self) {
+        self.blocks.clear();
+        self.raw.clear();
+        self.in_block = 0;
+        self.count = 0;
+        self.prev.0.clear();
+        self.prev.1.clear();
+    }
+
+    /// Empties it and gives back the memory of a large set.
+    pub fn release(&mut self) {
+        *self = SetBlocks::default();
+    }
+
+    /// The series of this (finished) list that `keep` accepts by index, pushed to `out`;
+    /// false if its blocks do not read (they always do: it wrote them).
+    pub fn copy_into(&self, out: &mut SetBlocks, mut keep: impl FnMut(usize) -> bool) -> bool {
+        let mut payload = set_head(0, self.count);
+        payload.extend_from_slice(&self.blocks);
+        let mut index = SetIndex::default();
+        if index.decode(TYPE_SERIES_BLOCKS, &payload).is_none() {
+            return false;
+        }
+        let view = SetView { index: &index };
+        (0..view.len())
+            .all(|i| !keep(i) || view.with_labels(i, |l| l.map(|l| out.push(l)).is_some()))
+    }
+}
+
+/// The start of a series-set payload: `target u64` and `count varint`.
+pub fn set_head(target: u64, count: usize) -> Vec<u8> {
+    let mut head = Vec::with_capacity(18);
+    head.extend_from_slice(&target.to_le_bytes());
+    put_varint(&mut head, count as u64);
+    head
 }
 
 /// Encodes a series-set payload ([`TYPE_SERIES_BLOCKS`]) into `out` (cleared): `series`
 /// yields each series' labels in order, each as (name, value) pairs.
 pub fn encode_series_set<'s, S, L>(target: u64, series: S, out: &mut Vec<u8>)
 where
-    S: ExactSizeIterator<Item = L> + Clone,
-    L: Iterator<Item = (&'s [u8], &'s [u8])> + Clone,
+    S: Iterator<Item = L>,
+    L: Iterator<Item = (&'s [u8], &'s [u8])>,
 {
-    out.clear();
-    out.extend_from_slice(&target.to_le_bytes());
-    put_varint(out, series.len() as u64);
-    // Sets are written when a target's series change, not per scrape: buffers of their own,
-    // a block each.
-    let mut raw = Vec::new();
-    let mut packed = Vec::new();
-    let mut encoder = snap::raw::Encoder::new();
-    let mut in_block = 0u64;
-    let mut close = |raw: &mut Vec<u8>, in_block: &mut u64, out: &mut Vec<u8>| {
-        packed.resize(snap::raw::max_compress_len(raw.len()), 0);
-        let n = encoder.compress(raw, &mut packed).unwrap_or(0);
-        put_varint(out, *in_block);
-        put_bytes(out, &packed[..n]);
-        raw.clear();
-        *in_block = 0;
-    };
-    let mut previous: Option<L> = None;
+    let mut blocks = SetBlocks::default();
     for labels in series {
-        put_series(&mut raw, labels.clone(), previous.clone());
-        in_block += 1;
-        previous = Some(labels);
-        if raw.len() >= BLOCK_BYTES {
-            close(&mut raw, &mut in_block, out);
-            previous = None;
-        }
+        blocks.push(labels);
     }
-    if in_block > 0 {
-        close(&mut raw, &mut in_block, out);
-    }
+    blocks.finish();
+    out.clear();
+    out.extend_from_slice(&set_head(target, blocks.len()));
+    out.extend_from_slice(blocks.blocks());
 }
 
 /// A decoded series-set: its target and each series' labels.
@@ -783,9 +876,23 @@ mod tests {
                     .collect()
             })
             .collect();
+        // Written here from the documented tags, independently of `SetBlocks`.
         for (k, labels) in all.iter().enumerate() {
-            let prev = k.checked_sub(1).map(|p| all[p].iter().copied());
-            put_series(&mut raw, labels.iter().copied(), prev);
+            put_varint(&mut raw, labels.len() as u64);
+            for (j, &(name, value)) in labels.iter().enumerate() {
+                match k.checked_sub(1).and_then(|p| all[p].get(j)) {
+                    Some(&(n, v)) if n == name && v == value => raw.push(0),
+                    Some(&(n, _)) if n == name => {
+                        raw.push(1);
+                        put_bytes(&mut raw, value);
+                    }
+                    _ => {
+                        raw.push(2);
+                        put_bytes(&mut raw, name);
+                        put_bytes(&mut raw, value);
+                    }
+                }
+            }
         }
         let mut out = target.to_le_bytes().to_vec();
         out.extend_from_slice(&snap::raw::Encoder::new().compress_vec(&raw).expect("packs"));
@@ -1213,5 +1320,66 @@ mod tests {
             );
         }
         assert!(again.next_batch().is_none());
+    }
+
+    #[test]
+    fn series_sets_are_encoded_as_the_released_format_wrote_them() {
+        // Readers of rings written by earlier builds, and the other way round: the bytes of a
+        // many-block set, hashed (FNV-1a), pinned to those the format's first release wrote.
+        let s = long_sets(3000);
+        let bytes = encode_sets(7, &s);
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        assert_eq!((bytes.len(), hash), (61_942, 0xd2c2_8c62_2c22_315d));
+    }
+
+    #[test]
+    fn a_set_built_in_parts_reads_as_their_series_in_order() {
+        // The scrape loop's set: the old set's unchanged series, this scrape's new ones
+        // (duplicates filtered out) and the report series, each compressed as it came.
+        let s = long_sets(4000);
+        let push = |b: &mut SetBlocks, l: &Vec<(Vec<u8>, Vec<u8>)>| {
+            b.push(l.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+        };
+        let (mut old, mut fresh, mut reports) = (
+            SetBlocks::default(),
+            SetBlocks::default(),
+            SetBlocks::default(),
+        );
+        s[..1000].iter().for_each(|l| push(&mut old, l));
+        s[1000..3995].iter().for_each(|l| push(&mut fresh, l));
+        s[3995..].iter().for_each(|l| push(&mut reports, l));
+        for b in [&mut old, &mut fresh, &mut reports] {
+            b.finish();
+        }
+        let mut odd = SetBlocks::default();
+        assert!(fresh.copy_into(&mut odd, |i| i % 2 == 1));
+        odd.finish();
+        let want: Vec<&Vec<(Vec<u8>, Vec<u8>)>> = s[..1000]
+            .iter()
+            .chain(s[1000..3995].iter().skip(1).step_by(2))
+            .chain(&s[3995..])
+            .collect();
+        let mut payload = set_head(3, old.len() + odd.len() + reports.len());
+        for b in [&old, &odd, &reports] {
+            payload.extend_from_slice(b.blocks());
+        }
+        let (target, got) = decode_series_set(TYPE_SERIES_BLOCKS, &payload).expect("reads");
+        assert_eq!(target, 3);
+        assert_eq!(got.len(), want.len());
+        assert!(got.iter().zip(&want).all(|(g, w)| g == *w));
+        // Blocks held compressed while built: a fraction of the labels' bytes.
+        let raw: usize = s[1000..3995]
+            .iter()
+            .flat_map(|l| l.iter().map(|(n, v)| n.len() + v.len()))
+            .sum();
+        assert!(
+            fresh.blocks().len() * 3 < raw,
+            "{} of {raw}",
+            fresh.blocks().len()
+        );
+        fresh.release();
+        assert!(fresh.is_empty() && fresh.blocks().is_empty());
     }
 }

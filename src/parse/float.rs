@@ -187,9 +187,15 @@ mod tests {
                 assert_eq!(v.to_bits(), want.to_bits(), "{t}");
             }
         }
-        assert_eq!(exact_decimal(b"123456789012345"), Some(123_456_789_012_345.0));
+        assert_eq!(
+            exact_decimal(b"123456789012345"),
+            Some(123_456_789_012_345.0)
+        );
         assert_eq!(exact_decimal(b"0.000000000000001"), None, "16 digits");
-        assert_eq!(exact_decimal(b"-0").map(f64::to_bits), Some((-0.0f64).to_bits()));
+        assert_eq!(
+            exact_decimal(b"-0").map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
         for other in ["1e3", "1.5.1", ".", "", "-", "NaN", "+Inf", "0x1"] {
             assert_eq!(exact_decimal(other.as_bytes()), None, "{other}");
         }

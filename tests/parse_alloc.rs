@@ -23,6 +23,7 @@ use promlet::labels::{HonorLabels, LabelSet};
 use promlet::parse::{Entry, Format, Parser, Step, Window};
 use promlet::relabel::{process_set, Scratch};
 use promlet::wal::{Chain, Ring};
+use support::cadvisor_body;
 
 struct Counting;
 
@@ -57,37 +58,6 @@ static GLOBAL: Counting = Counting;
 
 fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
-}
-
-/// A cadvisor-shaped body in `format`: OpenMetrics gets seconds timestamps, an exemplar on
-/// every tenth series and the closing `# EOF`.
-fn cadvisor_body(format: Format, series: usize) -> Vec<u8> {
-    let mut body = String::from(
-        "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.\n\
-         # TYPE container_cpu_usage_seconds_total counter\n",
-    );
-    let om = format == Format::OpenMetrics;
-    for i in 0..series {
-        let ts = if om {
-            format!("1700000000.{:03}", i % 1000)
-        } else {
-            format!("1700000000{:03}", i % 1000)
-        };
-        let exemplar = if om && i % 10 == 0 {
-            " # {trace_id=\"4bf92f3577b34da6\"} 0.5 1700000000.5"
-        } else {
-            ""
-        };
-        body.push_str(&format!(
-            "container_cpu_usage_seconds_total{{container=\"app-{i}\",cpu=\"total\",id=\"/kubepods/burstable/pod{i}/c{i}\",image=\"registry.example/app:1.{i}\",name=\"k8s_app_{i}\",namespace=\"ns-{}\",pod=\"app-{i}-7d4b9c\"}} {}.25 {ts}{exemplar}\n",
-            i % 20,
-            i * 3,
-        ));
-    }
-    if om {
-        body.push_str("# EOF\n");
-    }
-    body.into_bytes()
 }
 
 /// Parses `body` through `window` in 16 KiB reads and, per series, builds its label set,

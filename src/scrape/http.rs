@@ -1,31 +1,49 @@
-//! The scrape's HTTP/1.1 GET over a plain TCP connection on the loop (smol's async-net).
+//! The scrape's HTTP/1.1 GET over TCP or TLS on the loop (smol's `Async` sockets, rustls).
 //!
 //! One [`Client`] per target keeps its connection alive between scrapes, as Prometheus' HTTP
 //! client does, and its buffers: the request, a fixed socket buffer, the gzip inflater. The
-//! body is never held whole: [`Client::fill`] hands out decoded bytes (de-chunked, then
-//! inflated) straight into the parser's window, so a 38 MB cadvisor page needs the window and
-//! the socket buffer, nothing more. `body_size_limit` counts decompressed bytes, so a gzip bomb
-//! fails the scrape at the limit; with no limit it still streams through the bounded window.
+//! body is never held whole: [`Client::fill`] hands out decoded bytes (decrypted, de-chunked,
+//! then inflated) straight into the parser's window, so a 38 MB cadvisor page needs the
+//! window and the socket buffer, nothing more. `body_size_limit` counts decompressed bytes, so
+//! a gzip bomb fails the scrape at the limit; with no limit it still streams through the
+//! bounded window.
 //!
 //! Framing is ours (Content-Length, chunked, or until close) over httparse's zero-copy head
 //! parser: the crates that do all of it (hyper, ureq) either want a runtime of their own or
-//! block. Once the buffers are warm, a scrape allocates nothing here.
+//! block. Once the buffers are warm, a plain-http scrape allocates nothing here.
+//!
+//! # https
+//! [`Conn`] drives a `rustls::ClientConnection` over the non-blocking socket itself:
+//! `read_tls`/`write_tls` run inside async-io's `read_with`/`write_with`, so rustls reads
+//! straight from the socket into its own buffer and the loop never blocks. Rejected:
+//! `futures-rustls` (a dependency for forty lines), and rustls' unbuffered API, which in 0.23
+//! copies each record into a fresh `Vec` just as the buffered one does. So an https scrape
+//! allocates once per TLS record received (a 16 KiB record: about 64 allocations per MiB of
+//! body, freed at once) and once per request written; nothing per sample. The TLS config
+//! (`tls_config`) is [`crate::tls::ClientTls`]: rebuilt when its files change on disk, and a
+//! kept-alive connection is dropped then.
 //!
 //! Host names are resolved when the target is built (config load or reload), never on the
 //! loop's scrape path: a DNS lookup blocks. A connection failure resolves again at the next
 //! scrape through [`Client::resolve`].
 
 use std::fmt;
-use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use miniz_oxide::inflate::stream::{inflate, InflateState};
 use miniz_oxide::{DataFormat, MZFlush, MZStatus};
+use rustls::pki_types::ServerName;
+use rustls::ClientConnection;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::net::TcpStream;
+use smol::Async;
 
+use crate::config::http::HttpClientConfig;
 use crate::parse::ACCEPT_HEADER;
+use crate::targets::Target;
+use crate::tls::{ClientTls, Failure, Freshness, TlsError};
 
 /// Size of the socket buffer: response heads must fit in it (Go's default limit is 1 MiB, but
 /// no exporter sends more than a few hundred bytes), and body bytes pass through it.
@@ -54,8 +72,10 @@ pub enum HttpError {
     Gzip(&'static str),
     /// The (decompressed) body reached `body_size_limit`.
     BodySize(u64),
-    /// `https` targets need TLS, which the scrape side gets with issue 7.
-    Tls,
+    /// The TLS handshake or a record failed: a certificate refused, an alert, bad data.
+    Tls(Failure),
+    /// A `tls_config` file could not be read or used.
+    TlsConfig(TlsError),
 }
 
 impl fmt::Display for HttpError {
@@ -74,9 +94,8 @@ impl fmt::Display for HttpError {
             HttpError::BodySize(limit) => {
                 write!(f, "body size limit exceeded ({limit} bytes)")
             }
-            HttpError::Tls => {
-                f.write_str("https scrape targets are not supported yet (TLS comes with issue 7)")
-            }
+            HttpError::Tls(e) => e.fmt(f),
+            HttpError::TlsConfig(e) => e.fmt(f),
         }
     }
 }
@@ -85,6 +104,8 @@ impl std::error::Error for HttpError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             HttpError::Connect(e) | HttpError::Io(e) => Some(e),
+            HttpError::Tls(e) => Some(e),
+            HttpError::TlsConfig(e) => Some(e),
             _ => None,
         }
     }
@@ -95,6 +116,9 @@ fn reason(code: u16) -> &'static str {
     match code {
         301 => "Moved Permanently",
         302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -106,6 +130,142 @@ fn reason(code: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "",
+    }
+}
+
+/// One connection: a socket, and the TLS session on it for https.
+struct Conn {
+    tcp: Async<TcpStream>,
+    tls: Option<Box<ClientConnection>>,
+}
+
+impl Conn {
+    /// Writes what rustls has queued (handshake messages, records, alerts).
+    async fn flush_tls(tcp: &Async<TcpStream>, tls: &mut ClientConnection) -> io::Result<()> {
+        while tls.wants_write() {
+            tcp.write_with(|mut s| tls.write_tls(&mut s)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads TLS bytes from the socket into rustls and processes them; `Ok(0)` at the
+    /// socket's end. A TLS error queues an alert, which is sent before the error returns.
+    async fn receive_tls(
+        tcp: &Async<TcpStream>,
+        tls: &mut ClientConnection,
+    ) -> Result<usize, HttpError> {
+        let n = tcp
+            .read_with(|mut s| tls.read_tls(&mut s))
+            .await
+            .map_err(HttpError::Io)?;
+        if let Err(e) = tls.process_new_packets() {
+            let _ = Conn::flush_tls(tcp, tls).await;
+            return Err(HttpError::Tls(Failure(e)));
+        }
+        Ok(n)
+    }
+
+    /// Runs the TLS handshake to its end (nothing to do for plain TCP).
+    async fn handshake(&mut self) -> Result<(), HttpError> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Ok(());
+        };
+        while tls.is_handshaking() {
+            Conn::flush_tls(&self.tcp, tls)
+                .await
+                .map_err(HttpError::Io)?;
+            if tls.is_handshaking() && Conn::receive_tls(&self.tcp, tls).await? == 0 {
+                return Err(HttpError::Closed);
+            }
+        }
+        Conn::flush_tls(&self.tcp, tls).await.map_err(HttpError::Io)
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> Result<(), HttpError> {
+        match self.tls.as_deref_mut() {
+            None => self.tcp.write_all(data).await.map_err(HttpError::Io),
+            Some(tls) => {
+                tls.writer().write_all(data).map_err(HttpError::Io)?;
+                Conn::flush_tls(&self.tcp, tls).await.map_err(HttpError::Io)
+            }
+        }
+    }
+
+    /// Reads plaintext into `out`; `Ok(0)` at the end of the stream. A TLS peer that closes
+    /// without `close_notify` ends the stream like a TCP close: the framing decides whether
+    /// the body was complete, as it does for plain http.
+    async fn read(&mut self, out: &mut [u8]) -> Result<usize, HttpError> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return self.tcp.read(out).await.map_err(HttpError::Io);
+        };
+        loop {
+            match tls.reader().read(out) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(HttpError::Io(e)),
+            }
+            Conn::flush_tls(&self.tcp, tls)
+                .await
+                .map_err(HttpError::Io)?;
+            Conn::receive_tls(&self.tcp, tls).await?;
+        }
+    }
+}
+
+/// The target's URL: scheme, address, path, resolved addresses.
+#[derive(Debug, Default)]
+struct Place {
+    https: bool,
+    /// `host:port`.
+    authority: String,
+    path_and_query: String,
+    addrs: Vec<SocketAddr>,
+}
+
+/// Whether `host[:port]` has a port (`[v6]` alone has none).
+fn has_port(authority: &str) -> bool {
+    authority
+        .rfind(':')
+        .is_some_and(|i| !authority[i..].contains(']'))
+}
+
+/// The host of `host:port` (`[v6]:port` without its brackets).
+fn host_of(authority: &str) -> &str {
+    let host = match authority.rfind(':') {
+        Some(i) if has_port(authority) => &authority[..i],
+        _ => authority,
+    };
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Addresses of `authority` without a DNS lookup: IP literals and `localhost`; `None` for a
+/// name that needs the resolver.
+fn literal_addrs(authority: &str) -> Option<SocketAddr> {
+    if let Ok(a) = authority.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let port = authority
+        .strip_prefix("localhost:")
+        .and_then(|p| p.parse::<u16>().ok())?;
+    Some(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Resolves `authority` into `addrs`: literals at once, names with the (blocking) resolver.
+fn resolve_into(authority: &str, addrs: &mut Vec<SocketAddr>) -> Result<(), HttpError> {
+    addrs.clear();
+    if let Some(a) = literal_addrs(authority) {
+        addrs.push(a);
+        return Ok(());
+    }
+    match authority.to_socket_addrs() {
+        Ok(found) => {
+            addrs.extend(found);
+            Ok(())
+        }
+        Err(e) => Err(HttpError::Resolve(e.to_string())),
     }
 }
 
@@ -139,9 +299,16 @@ enum Gzip {
 
 /// One target's HTTP state, kept across scrapes.
 pub struct Client {
-    addrs: Vec<SocketAddr>,
-    host: String,
-    conn: Option<TcpStream>,
+    /// The target's URL (scheme, address, resolved addresses); its path comes with each
+    /// request ([`Client::start_request`]).
+    target: Place,
+    conn: Option<Conn>,
+    tls: ClientTls,
+    /// `tls_config.server_name`: the name verified instead of the host.
+    server_name: String,
+    /// Header lines after `Host` (the caller's included), then the blank line.
+    headers: Vec<u8>,
+    /// The request as written: request line, `Host`, `headers`.
     request: Vec<u8>,
     /// Socket bytes at `buf[start..end]`.
     buf: Box<[u8]>,
@@ -159,7 +326,8 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("host", &self.host)
+            .field("host", &self.target.authority)
+            .field("https", &self.target.https)
             .field("connected", &self.conn.is_some())
             .finish_non_exhaustive()
     }
@@ -173,12 +341,20 @@ fn retry_on_fresh(e: &HttpError) -> bool {
 }
 
 impl Client {
-    /// A client for `host:port`, resolved now (blocking, at target build time only).
-    pub fn new(address: &str) -> Client {
+    /// A client for `target` with its job's HTTP settings, resolved now (blocking, at target
+    /// build time only). Nothing of `tls_config` is read until the first https connection.
+    pub fn new(target: &Target, http: &HttpClientConfig) -> Client {
         let mut c = Client {
-            addrs: Vec::new(),
-            host: address.to_owned(),
+            target: Place {
+                https: target.scheme == "https",
+                authority: target.address.clone(),
+                path_and_query: String::new(),
+                addrs: Vec::new(),
+            },
             conn: None,
+            tls: ClientTls::new(&http.tls_config),
+            server_name: http.tls_config.server_name.clone(),
+            headers: Vec::new(),
             request: Vec::new(),
             buf: vec![0; SOCKET_BUFFER].into_boxed_slice(),
             start: 0,
@@ -196,54 +372,50 @@ impl Client {
 
     /// Resolves the host again. IP literals and `localhost` never touch the resolver.
     pub fn resolve(&mut self) -> Result<(), HttpError> {
-        self.addrs.clear();
-        if let Ok(a) = self.host.parse::<SocketAddr>() {
-            self.addrs.push(a);
-            return Ok(());
-        }
-        if let Some(port) = self.host.strip_prefix("localhost:") {
-            if let Ok(port) = port.parse::<u16>() {
-                self.addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
-                return Ok(());
-            }
-        }
-        match self.host.to_socket_addrs() {
-            Ok(found) => {
-                self.addrs.extend(found);
-                Ok(())
-            }
-            Err(e) => Err(HttpError::Resolve(e.to_string())),
-        }
+        resolve_into(&self.target.authority, &mut self.target.addrs)
     }
 
-    /// The request being built: the caller writes extra header lines (auth) with
-    /// [`Client::start_request`]'s result, then calls [`Client::send`].
+    /// The request being built: the caller writes extra header lines (auth) into the result,
+    /// then calls [`Client::send`].
     pub fn start_request(
         &mut self,
         path_and_query: &str,
         timeout: Duration,
         user_agent: &str,
     ) -> &mut Vec<u8> {
-        use std::io::Write;
-        let r = &mut self.request;
+        self.target.path_and_query.clear();
+        self.target.path_and_query.push_str(path_and_query);
+        let r = &mut self.headers;
         r.clear();
         // Writing into a Vec cannot fail.
         let _ = write!(
             r,
-            "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {user_agent}\r\n\
+            "User-Agent: {user_agent}\r\n\
              Accept: {ACCEPT_HEADER}\r\nAccept-Encoding: gzip\r\n\
              X-Prometheus-Scrape-Timeout-Seconds: {}\r\n",
-            self.host,
             // As Prometheus: strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64).
             timeout.as_secs_f64()
         );
         r
     }
 
-    /// Sends the request and reads the response head. Returns once the body can be read with
-    /// [`Client::fill`]; its Content-Type is [`Client::content_type`].
+    /// Sends the request and reads the response head. Returns once the
+    /// body can be read with [`Client::fill`]; its Content-Type is [`Client::content_type`].
     pub async fn send(&mut self) -> Result<(), HttpError> {
-        self.request.extend_from_slice(b"\r\n");
+        self.headers.extend_from_slice(b"\r\n");
+        if self.conn.is_some() && self.target.https {
+            // Rotated files: new connections, as Prometheus closes its idle ones.
+            let (_, fresh) = self.tls.current().map_err(HttpError::TlsConfig)?;
+            if fresh == Freshness::Rebuilt {
+                self.conn = None;
+            }
+        }
+        self.exchange_once().await
+    }
+
+    /// One request, retried once on a fresh connection if a kept-alive
+    /// one turned out closed.
+    async fn exchange_once(&mut self) -> Result<(), HttpError> {
         let reused = self.conn.is_some();
         match self.exchange().await {
             Err(e) if reused && retry_on_fresh(&e) => {
@@ -255,33 +427,75 @@ impl Client {
         .inspect_err(|_| self.conn = None)
     }
 
-    async fn exchange(&mut self) -> Result<(), HttpError> {
-        if self.conn.is_none() {
-            if self.addrs.is_empty() {
-                self.resolve()?;
-            }
-            let mut last = None;
-            for a in &self.addrs {
-                match TcpStream::connect(*a).await {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        self.conn = Some(s);
-                        break;
-                    }
-                    Err(e) => last = Some(e),
+    /// Connects to the target, TLS included.
+    async fn connect(&mut self) -> Result<(), HttpError> {
+        if self.target.addrs.is_empty() {
+            self.resolve()?;
+        }
+        let mut last = None;
+        let mut tcp = None;
+        for a in &self.target.addrs {
+            match Async::<TcpStream>::connect(*a).await {
+                Ok(s) => {
+                    let _ = s.get_ref().set_nodelay(true);
+                    tcp = Some(s);
+                    break;
                 }
-            }
-            if self.conn.is_none() {
-                self.addrs.clear();
-                return Err(HttpError::Connect(last.unwrap_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, "no address")
-                })));
+                Err(e) => last = Some(e),
             }
         }
+        let Some(tcp) = tcp else {
+            self.target.addrs.clear();
+            return Err(HttpError::Connect(last.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "no address")
+            })));
+        };
+        let mut conn = Conn { tcp, tls: None };
+        if self.target.https {
+            let (config, _) = self.tls.current().map_err(HttpError::TlsConfig)?;
+            let name = if self.server_name.is_empty() {
+                host_of(&self.target.authority)
+            } else {
+                self.server_name.as_str()
+            };
+            let name = ServerName::try_from(name.to_owned()).map_err(|_| {
+                HttpError::TlsConfig(TlsError {
+                    key: "server_name",
+                    path: String::new(),
+                    reason: format!("{name:?} is not a valid DNS name or IP address"),
+                })
+            })?;
+            let session = ClientConnection::new(Arc::clone(&config), name)
+                .map_err(|e| HttpError::Tls(Failure(e)))?;
+            conn.tls = Some(Box::new(session));
+            conn.handshake().await?;
+        }
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Writes the request line, `Host` and the headers into `request`.
+    fn build_request(&mut self) {
+        let place = &self.target;
+        let r = &mut self.request;
+        r.clear();
+        r.extend_from_slice(b"GET ");
+        r.extend_from_slice(place.path_and_query.as_bytes());
+        r.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        r.extend_from_slice(place.authority.as_bytes());
+        r.extend_from_slice(b"\r\n");
+        r.extend_from_slice(&self.headers);
+    }
+
+    async fn exchange(&mut self) -> Result<(), HttpError> {
+        if self.conn.is_none() {
+            self.connect().await?;
+        }
+        self.build_request();
         self.start = 0;
         self.end = 0;
         let conn = self.conn.as_mut().ok_or(HttpError::Closed)?;
-        conn.write_all(&self.request).await.map_err(HttpError::Io)?;
+        conn.write_all(&self.request).await?;
         self.read_head().await
     }
 
@@ -295,10 +509,7 @@ impl Client {
             return Err(HttpError::BadResponse("line longer than the buffer"));
         }
         let conn = self.conn.as_mut().ok_or(HttpError::Closed)?;
-        let n = conn
-            .read(&mut self.buf[self.end..])
-            .await
-            .map_err(HttpError::Io)?;
+        let n = conn.read(&mut self.buf[self.end..]).await?;
         self.end += n;
         Ok(n)
     }
@@ -584,5 +795,51 @@ impl Client {
     /// Drops the connection (after a failed or abandoned scrape).
     pub fn disconnect(&mut self) {
         self.conn = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(address: &str, path: &str) -> Client {
+        let target = Target {
+            labels: Vec::new(),
+            address: address.to_owned(),
+            scheme: "http".to_owned(),
+            path_and_query: path.to_owned(),
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+        };
+        let mut c = Client::new(&target, &HttpClientConfig::default());
+        c.start_request(path, target.timeout, "t");
+        c
+    }
+
+    #[test]
+    fn hosts_and_ports_of_authorities() {
+        assert_eq!(host_of("127.0.0.1:9100"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:443"), "::1");
+        assert_eq!(host_of("[::1]"), "::1");
+        assert_eq!(host_of("node"), "node");
+        assert!(has_port("node:1") && !has_port("[::1]") && !has_port("node"));
+        assert_eq!(
+            literal_addrs("localhost:9"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9)))
+        );
+        assert_eq!(literal_addrs("node:9"), None);
+    }
+
+    #[test]
+    fn the_request_line_names_the_path_and_the_host() {
+        // Built for a literal (no resolver in unit tests), then named.
+        let mut c = client("127.0.0.1:9100", "/metrics?a=b");
+        "node.example:9100".clone_into(&mut c.target.authority);
+        c.headers.extend_from_slice(b"\r\n");
+        c.build_request();
+        assert!(c.request.starts_with(
+            b"GET /metrics?a=b HTTP/1.1\r\nHost: node.example:9100\r\nUser-Agent: t\r\n"
+        ));
+        assert!(c.request.ends_with(b"\r\n\r\n"));
     }
 }

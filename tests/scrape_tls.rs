@@ -1,11 +1,13 @@
-//! Scrapes over https against real peers on 127.0.0.1: a rustls server (tests/support/tls.rs)
-//! with certificates made by `openssl`, and a plain HTTP server. What the ring holds after
-//! each scrape (read back as a sender reads it) and the target's last error are checked: a
-//! certificate problem marks the target down with Go's words for it, never crashes.
+//! Scrapes over https, through redirects and through a proxy, against real peers on
+//! 127.0.0.1: a rustls server (tests/support/tls.rs) with certificates made by `openssl`, a
+//! plain HTTP server, and a small proxy written here. What the ring holds after each scrape
+//! (read back as a sender reads it) and the target's last error are checked: a certificate
+//! problem marks the target down with Go's words for it, never crashes.
 
 mod support;
 
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -297,4 +299,187 @@ fn client_certificates_and_rotated_files_are_used_without_restart() {
     ));
     std::fs::copy(dir.join("cli.pem"), &cert).expect("copy");
     h.up_with(2);
+}
+
+/// A plain server answering `/hop/N` with a redirect to `/hop/N-1` (relative), `/hop/0`
+/// with a body, `/abs` with an absolute redirect to `/hop/0`, `/away` with one to `target`.
+fn redirector(target: String) -> u16 {
+    let cell: Arc<Mutex<u16>> = Arc::new(Mutex::new(0));
+    let me = Arc::clone(&cell);
+    let port = serve(move |req| {
+        let path = req.line.split(' ').nth(1).unwrap_or("");
+        let port = *me.lock().expect("lock");
+        let to = |location: &str| Answer::status("302 Found").header("Location", location);
+        match path {
+            "/hop/0" => text("a 1\n"),
+            "/abs" => to(&format!("http://127.0.0.1:{port}/hop/0")),
+            "/moved" => Answer::status("301 Moved Permanently").header("Location", "hop/0"),
+            "/away" => to(&target),
+            "/dns" => to("http://promlet-test.invalid:9/metrics"),
+            "/nolocation" => Answer::status("307 Temporary Redirect"),
+            "/toslow" => to("/slow"),
+            "/slow" => text("a 1\n").after(std::time::Duration::from_secs(2)),
+            p => match p.strip_prefix("/hop/").and_then(|n| n.parse::<u32>().ok()) {
+                Some(n) => to(&format!("{}", n - 1)),
+                None => Answer::status("404 Not Found"),
+            },
+        }
+    });
+    *cell.lock().expect("lock") = port;
+    port
+}
+
+fn redirect_job(port: u16, path: &str, extra: &str) -> String {
+    format!(
+        "  - job_name: j\n    metrics_path: {path}\n    scrape_timeout: 5s\n{extra}    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+    )
+}
+
+#[test]
+fn redirects_are_followed_up_to_go_limit_and_refused_when_off() {
+    let certs = TempDir::new("tls-redirect");
+    make_certificates(&certs.0);
+    let tls_port = simple_tls(&certs.0, "srv.pem");
+    let port = redirector(format!("https://localhost:{tls_port}/metrics"));
+    let ca = format!(
+        "    tls_config: {{ca_file: {}}}\n",
+        certs.join("ca.pem").display()
+    );
+    // Nine relative redirects then the page: ten requests, as Go's client allows.
+    for path in ["/hop/9", "/abs", "/moved", "/hop/0"] {
+        let mut h = Harness::new("follow", &redirect_job(port, path, ""));
+        h.up_with(1);
+        h.up_with(1);
+    }
+    // The tenth redirect fails the scrape.
+    let mut h = Harness::new("ten", &redirect_job(port, "/hop/10", ""));
+    h.down_with("stopped after 10 redirects");
+    // To https on another port (localhost needs no resolver), verified with the job's CA.
+    let mut h = Harness::new("away", &redirect_job(port, "/away", &ca));
+    h.up_with(1);
+    let mut h = Harness::new("dns", &redirect_job(port, "/dns", ""));
+    h.down_with("redirect: to promlet-test.invalid: promlet resolves host names only");
+    // A redirect without Location is the answer itself.
+    let mut h = Harness::new("nolocation", &redirect_job(port, "/nolocation", ""));
+    h.down_with("server returned HTTP status 307 Temporary Redirect");
+    // The hops share the scrape's timeout.
+    let job = redirect_job(port, "/toslow", "").replace("scrape_timeout: 5s", "scrape_timeout: 1s");
+    let mut h = Harness::new("slow", &job);
+    h.down_with("context deadline exceeded (scrape_timeout 1s)");
+    let off = "    follow_redirects: false\n";
+    let mut h = Harness::new("off", &redirect_job(port, "/abs", off));
+    h.down_with("server returned HTTP status 302 Found");
+    let mut h = Harness::new("off-moved", &redirect_job(port, "/moved", off));
+    h.down_with("server returned HTTP status 301 Moved Permanently");
+}
+
+/// An HTTP proxy on 127.0.0.1: absolute-form GETs are answered by the proxy itself, CONNECT
+/// is tunnelled to the port asked for. Returns the port and, per request, its line, `Host` and
+/// `Proxy-Authorization`.
+fn proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().expect("clone"));
+                let mut client = client;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut host = String::new();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = h.strip_prefix("Host: ") {
+                            host = v.trim().to_owned();
+                        }
+                        if let Some(v) = h.strip_prefix("Proxy-Authorization: ") {
+                            host.push_str(" | ");
+                            host.push_str(v.trim());
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                    }
+                    let line = line.trim_end().to_owned();
+                    log.lock().expect("lock").push(format!("{line} | {host}"));
+                    if let Some(to) = line
+                        .strip_prefix("CONNECT ")
+                        .and_then(|l| l.split(' ').next())
+                    {
+                        let Ok(upstream) = TcpStream::connect(to) else {
+                            let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                            return;
+                        };
+                        let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                        let mut up_read = upstream.try_clone().expect("clone");
+                        let mut down = client.try_clone().expect("clone");
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut up_read, &mut down);
+                        });
+                        let mut upstream = upstream;
+                        let _ = upstream.write_all(reader.buffer());
+                        let mut inner = reader.into_inner();
+                        let _ = std::io::copy(&mut inner, &mut upstream);
+                        return;
+                    }
+                    let body = "proxied 1\n";
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// RFC 7617's example credentials, as the proxy sees them.
+const AUTH: &str = " | Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==";
+
+#[test]
+fn proxy_url_sends_absolute_form_for_http_and_tunnels_https() {
+    let certs = TempDir::new("tls-proxy");
+    make_certificates(&certs.0);
+    let tls_port = simple_tls(&certs.0, "srv.pem");
+    let (proxy_port, seen) = proxy();
+    // User info in the proxy url: Go's transport sends it as Proxy-Authorization.
+    let via = format!("    proxy_url: http://Aladdin:open%20sesame@127.0.0.1:{proxy_port}\n");
+    let mut h = Harness::new("proxy-http", &job("http", "node.example:9100", &via));
+    h.up_with(1);
+    h.up_with(1);
+    let ca = format!(
+        "    tls_config: {{ca_file: {}}}\n{via}",
+        certs.join("ca.pem").display()
+    );
+    let mut h = Harness::new(
+        "proxy-https",
+        &job("https", &format!("127.0.0.1:{tls_port}"), &ca),
+    );
+    h.up_with(1);
+    h.up_with(1);
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        [
+            format!("GET http://node.example:9100/metrics HTTP/1.1 | node.example:9100{AUTH}"),
+            format!("GET http://node.example:9100/metrics HTTP/1.1 | node.example:9100{AUTH}"),
+            format!("CONNECT 127.0.0.1:{tls_port} HTTP/1.1 | 127.0.0.1:{tls_port}{AUTH}"),
+        ],
+        "one kept-alive tunnel for both https scrapes"
+    );
+    // A proxy that is not http:// is refused by name at every scrape.
+    let socks = "    proxy_url: socks5://127.0.0.1:1080\n";
+    let mut h = Harness::new("proxy-socks", &job("http", "127.0.0.1:1", socks));
+    h.down_with("proxy_url: only http:// proxies are supported for scrapes");
 }

@@ -7,11 +7,17 @@
 
 mod support;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::harness::Harness;
+use promlet::config::Config;
+use promlet::scrape::{ScrapeStats, Scraper};
+use promlet::wal::{Consumer, Ring};
+use support::peers::TempDir;
 use support::receiver::{serve, Answer};
 
 const STALE: u64 = 0x7ff0_0000_0000_0002;
@@ -42,20 +48,55 @@ fn body(text: &str) -> Answer {
 /// What one scrape appended: labels (rendered `{a="b",…}`) → value bits.
 type Scrape = BTreeMap<String, u64>;
 
+struct Harness {
+    _dir: TempDir,
+    ring: RefCell<Ring>,
+    consumer: Consumer,
+    scraper: Scraper,
+    stats: Rc<ScrapeStats>,
+    clock: Rc<promlet::scrape::clock::Clock>,
+    ts: i64,
+}
+
 impl Harness {
     /// A scraper for the one target of `job` (YAML of one scrape config, `ADDRESS` replaced by
     /// the fixture's address).
     fn new(name: &str, job: &str, port: u16) -> Harness {
+        let dir = TempDir::new(&format!("scrape-{name}"));
         let text = format!(
             "scrape_configs:\n{}",
             job.replace("ADDRESS", &format!("127.0.0.1:{port}"))
         );
-        Harness::from_config(name, &text, 1 << 20)
+        let config = Config::parse(&text, Path::new("t.yml"), Path::new(".")).expect("config");
+        let sc = config.scrape_configs[0].clone();
+        let (targets, errors) = promlet::targets::build(&sc.static_configs, &sc);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut ring = Ring::open(&dir.0, 1 << 20).expect("ring");
+        let consumer = ring.consumer(7).expect("consumer");
+        let stats = Rc::new(ScrapeStats::default());
+        let scraper = Scraper::new(
+            targets.into_iter().next().expect("one target"),
+            Rc::new(sc),
+            Rc::clone(&stats),
+        );
+        Harness {
+            _dir: dir,
+            ring: RefCell::new(ring),
+            consumer,
+            scraper,
+            stats,
+            clock: promlet::scrape::clock::Clock::new(),
+            ts: 1_700_000_000_000,
+        }
     }
 
     /// Runs one scrape; returns what it appended.
     fn scrape(&mut self) -> Scrape {
-        self.run();
+        self.ts += 1000;
+        promlet::scrape::clock::block_on(
+            &self.clock,
+            self.scraper.scrape(&self.ring, &self.clock, self.ts),
+        );
         self.read()
     }
 

@@ -363,8 +363,16 @@ impl ClientTls {
                 return Ok((Arc::clone(c), Freshness::Same));
             }
         }
-        self.built = None;
+        let rotated = self.built.take().is_some();
         let c = client_config(&self.tls)?;
+        if rotated {
+            // Lifecycle, not per scrape: files change when certificates rotate.
+            log::info!(
+                "tls_config files changed on disk (ca_file {:?}, cert_file {:?}): reloaded",
+                self.tls.ca_file,
+                self.tls.cert_file
+            );
+        }
         self.stamps = now;
         self.built = Some(Arc::clone(&c));
         Ok((c, Freshness::Rebuilt))

@@ -483,3 +483,41 @@ fn proxy_url_sends_absolute_form_for_http_and_tunnels_https() {
     let mut h = Harness::new("proxy-socks", &job("http", "127.0.0.1:1", socks));
     h.down_with("proxy_url: only http:// proxies are supported for scrapes");
 }
+
+#[test]
+fn openssl_s_server_answers_over_tls_12_and_13_until_close() {
+    // Another TLS stack than the client's: OpenSSL's test server, `-WWW` serving a file in
+    // HTTP/1.0 (no Content-Length: the body ends when the TLS session closes).
+    let certs = TempDir::new("tls-openssl");
+    let dir = &certs.0;
+    make_certificates(dir);
+    std::fs::write(dir.join("metrics"), "a 1\nb{x=\"y\"} 2\n").expect("page");
+    let port = support::free_port();
+    let server = std::process::Command::new("openssl")
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+        .args(["-cert", "srv.pem", "-key", "srv.key", "-WWW", "-quiet"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server: ./test.sh installs openssl; this test never skips");
+    let _server = support::Killed(server);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openssl s_server did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for versions in ["max_version: TLS12", "min_version: TLS13"] {
+        let tls = format!(
+            "    tls_config: {{ca_file: {}, {versions}}}\n",
+            dir.join("ca.pem").display()
+        );
+        let mut h = Harness::new("openssl", &job("https", &format!("127.0.0.1:{port}"), &tls));
+        h.up_with(2);
+        h.up_with(2);
+    }
+}

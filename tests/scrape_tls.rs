@@ -249,6 +249,23 @@ fn certificate_problems_mark_the_target_down_with_gos_reasons_and_skip_verify_ig
     );
     assert_eq!(h.scrape().up, 0.0);
     assert_ne!(h.scraper.last_error(), "");
+    // A server that answers the ClientHello in HTTP, as Go's net/http does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let go_like = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().map_while(Result::ok) {
+            let _ = std::io::Read::read(&mut c, &mut [0; 512]);
+            let _ = std::io::Write::write_all(
+                &mut c,
+                b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+            );
+        }
+    });
+    let mut h = Harness::new(
+        "tls-to-go-http",
+        &job("https", &format!("127.0.0.1:{go_like}"), &ca("ca.pem")),
+    );
+    h.down_with("http: server gave HTTP response to HTTPS client");
 }
 
 #[test]

@@ -91,6 +91,8 @@ pub enum HttpError {
     BodySize(u64),
     /// The TLS handshake or a record failed: a certificate refused, an alert, bad data.
     Tls(Failure),
+    /// An https target answered the handshake in plain HTTP.
+    PlainHttp,
     /// A `tls_config` file could not be read or used.
     TlsConfig(TlsError),
     /// The 10th redirect in a row.
@@ -120,6 +122,8 @@ impl fmt::Display for HttpError {
                 write!(f, "body size limit exceeded ({limit} bytes)")
             }
             HttpError::Tls(e) => e.fmt(f),
+            // Go's net/http words it so.
+            HttpError::PlainHttp => f.write_str("http: server gave HTTP response to HTTPS client"),
             HttpError::TlsConfig(e) => e.fmt(f),
             HttpError::Redirects => write!(f, "stopped after {MAX_REDIRECTS} redirects"),
             HttpError::Redirect(why) => write!(f, "redirect: {why}"),
@@ -209,10 +213,24 @@ impl Conn {
         let Some(tls) = self.tls.as_deref_mut() else {
             return Ok(());
         };
+        let mut first = true;
         while tls.is_handshaking() {
             Conn::flush_tls(&self.tcp, tls)
                 .await
                 .map_err(HttpError::Io)?;
+            if first {
+                // As Go's transport: a first record that reads `HTTP/` is a plain server.
+                let mut head = [0u8; 5];
+                let n = self
+                    .tcp
+                    .read_with(|s| s.peek(&mut head))
+                    .await
+                    .map_err(HttpError::Io)?;
+                if head[..n] == b"HTTP/"[..n] && n > 0 {
+                    return Err(HttpError::PlainHttp);
+                }
+                first = false;
+            }
             if tls.is_handshaking() && Conn::receive_tls(&self.tcp, tls).await? == 0 {
                 return Err(HttpError::Closed);
             }

@@ -83,7 +83,8 @@ const SYSTEM_CA_FILES: [&str; 6] = [
 
 /// The system's CA certificates, as Prometheus (Go) trusts them when `ca_file` is unset.
 /// promlet bundles no roots of its own (a FROM-scratch image has none unless one is mounted or
-/// `ca_file` names one): none found means no https server verifies (logged once per caller).
+/// `ca_file` names one): none found (an empty list) means no https server verifies; the
+/// caller says so once (a scrape fails with the reason, the sender logs it).
 pub fn system_roots() -> Vec<CertificateDer<'static>> {
     let from_env = std::env::var("SSL_CERT_FILE").ok();
     let candidates = from_env.iter().map(String::as_str).chain(SYSTEM_CA_FILES);
@@ -97,7 +98,6 @@ pub fn system_roots() -> Vec<CertificateDer<'static>> {
             }
         }
     }
-    log::warn!("no system CA bundle found: https peers need tls_config.ca_file");
     Vec::new()
 }
 
@@ -247,6 +247,29 @@ fn allowed(tls: &TlsConfig, version: TlsVersion) -> bool {
     tls.min_version.is_none_or(|v| version >= v) && tls.max_version.is_none_or(|v| version <= v)
 }
 
+thread_local! {
+    /// The system bundle's roots while some scrape config holds them: ~100 KB for Debian's
+    /// 146 roots, built once however many https targets trust them. Scrape configs are built
+    /// on the loop thread only; a thread-local needs no lock.
+    static SYSTEM_ROOTS: std::cell::RefCell<std::sync::Weak<RootCertStore>> =
+        const { std::cell::RefCell::new(std::sync::Weak::new()) };
+}
+
+/// The system bundle as a root store, shared (see [`SYSTEM_ROOTS`]). The bundle is read when
+/// no config holds it any more, so a changed bundle is seen by configs built after that.
+fn shared_system_roots() -> Arc<RootCertStore> {
+    SYSTEM_ROOTS.with(|cell| {
+        if let Some(roots) = cell.borrow().upgrade() {
+            return roots;
+        }
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(system_roots());
+        let roots = Arc::new(roots);
+        *cell.borrow_mut() = Arc::downgrade(&roots);
+        roots
+    })
+}
+
 /// A scrape's rustls config from `tls`, files read now.
 pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = Arc::new(provider());
@@ -263,23 +286,23 @@ pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
     let webpki = if tls.insecure_skip_verify {
         None
     } else {
-        let mut roots = RootCertStore::empty();
-        if tls.ca_file.is_empty() {
-            roots.add_parsable_certificates(system_roots());
+        let roots = if tls.ca_file.is_empty() {
+            shared_system_roots()
         } else {
+            let mut roots = RootCertStore::empty();
             for c in read_certs("ca_file", &tls.ca_file)? {
                 roots
                     .add(c)
                     .map_err(|e| bad("ca_file", &tls.ca_file, e.to_string()))?;
             }
-        }
-        let webpki =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                .build()
-                .map_err(|e| {
-                    let reason = format!("{e} (no system CA bundle found: set ca_file)");
-                    bad("ca_file", &tls.ca_file, reason)
-                })?;
+            Arc::new(roots)
+        };
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
+            .build()
+            .map_err(|e| {
+                let reason = format!("{e} (no system CA bundle found: set ca_file)");
+                bad("ca_file", &tls.ca_file, reason)
+            })?;
         Some(webpki)
     };
     let builder = builder
@@ -670,6 +693,19 @@ mod tests {
         assert_eq!(
             Failure(alert).to_string(),
             "remote error: tls: bad certificate"
+        );
+    }
+
+    #[test]
+    fn the_system_roots_are_shared_while_held() {
+        let a = shared_system_roots();
+        let b = shared_system_roots();
+        assert!(Arc::ptr_eq(&a, &b));
+        let weak = Arc::downgrade(&a);
+        drop((a, b));
+        assert!(
+            weak.upgrade().is_none(),
+            "dropped with the last config holding them"
         );
     }
 

@@ -653,7 +653,11 @@ fn tls_config(tls: &TlsConfig, https: bool) -> Result<ureq::tls::TlsConfig, Send
         crate::tls::read_certs("ca_file", &tls.ca_file)?
     } else if https && !tls.insecure_skip_verify {
         // Only an https endpoint pays for the system bundle (some hundred KB parsed and kept).
-        crate::tls::system_roots()
+        let roots = crate::tls::system_roots();
+        if roots.is_empty() {
+            log::warn!("no system CA bundle found: https receivers need tls_config.ca_file");
+        }
+        roots
     } else {
         Vec::new()
     };

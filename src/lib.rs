@@ -22,7 +22,7 @@
 //! staleness, report series, the loop's [`scrape::clock`]), parsing ([`parse`]), label sets
 //! and relabeling ([`labels`], [`relabel`], [`limits`]), the ring ([`wal`]: producer,
 //! per-endpoint consumers, syncer, inspector), remote write ([`send`]: encoding, the sender
-//! thread, backoff), credentials ([`auth`]), the self server and self-metrics ([`web`],
+//! thread, backoff), credentials ([`auth`]) and TLS material ([`tls`]), the self server and self-metrics ([`web`],
 //! [`selfmetrics`]), and the running agent: start, reload, stop ([`lifecycle`]).
 
 #![deny(unsafe_code)]
@@ -45,5 +45,6 @@ pub mod scrape;
 pub mod selfmetrics;
 pub mod send;
 pub mod targets;
+pub mod tls;
 pub mod wal;
 pub mod web;

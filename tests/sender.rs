@@ -634,75 +634,7 @@ fn no_secret_or_userinfo_reaches_the_log() {
 
 // ------------------------------------------------------------------------ TLS
 
-/// Runs Debian's `openssl` with `args` in `dir`; panics if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("openssl not runnable ({e}): ./test.sh installs it; this test never skips")
-        });
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
-fn make_certificates(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=promlet-test-ca",
-    ]);
-    openssl(dir, &ca);
-    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-    std::fs::write(dir.join("cli-ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
-    for (name, cn, ext) in [
-        ("srv", "/CN=127.0.0.1", "ext"),
-        ("cli", "/CN=promlet-client", "cli-ext"),
-    ] {
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", cn]);
-        openssl(dir, &req);
-        let mut sign = vec![
-            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-        ];
-        sign.extend(["-CAcreateserial", "-out", &pem, "-days", "2"]);
-        sign.extend(["-extfile", ext]);
-        openssl(dir, &sign);
-    }
-    // Without extensions `openssl x509 -req` writes an X.509 v1 certificate.
-    openssl(
-        dir,
-        &[
-            "x509", "-req", "-in", "cli.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-out",
-            "v1.pem", "-days", "2",
-        ],
-    );
-}
+use support::tls::make_certificates;
 
 #[test]
 fn tls_verifies_the_receiver_with_ca_file_and_presents_a_client_certificate() {

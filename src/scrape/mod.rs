@@ -265,6 +265,8 @@ pub struct Scraper {
     /// The target's health as last logged, and how many failures since.
     up: Option<bool>,
     failures: u64,
+    /// Why the last scrape failed ("" after a good one), as Prometheus' `lastError`.
+    last_error: String,
     /// HELP/TYPE/UNIT collection, when some endpoint sends metadata.
     metadata: Option<(Arc<metadata::Store>, metadata::Collector)>,
     stats: Rc<ScrapeStats>,
@@ -370,7 +372,7 @@ impl Scraper {
     pub fn new(target: Target, job: Rc<ScrapeConfig>, stats: Rc<ScrapeStats>) -> Scraper {
         let mut s = Scraper {
             key: target.key(),
-            client: Client::new(&target.address),
+            client: Client::new(&target, &job.http),
             credentials: Credentials::default(),
             target,
             job,
@@ -399,6 +401,7 @@ impl Scraper {
             report_blocks: SetBlocks::default(),
             up: None,
             failures: 0,
+            last_error: String::new(),
             metadata: None,
             stats,
         };
@@ -409,8 +412,11 @@ impl Scraper {
     /// Takes a new config for the same target (a reload that changed its job's settings),
     /// keeping the staleness state.
     pub fn reconfigure(&mut self, target: Target, job: Rc<ScrapeConfig>) {
-        if target.address != self.target.address {
-            self.client = Client::new(&target.address);
+        if target.address != self.target.address
+            || target.scheme != self.target.scheme
+            || job.http != self.job.http
+        {
+            self.client = Client::new(&target, &job.http);
         }
         self.target = target;
         self.job = job;
@@ -464,6 +470,11 @@ impl Scraper {
     /// Whether the last scrape succeeded (`None` before the first).
     pub fn health(&self) -> Option<bool> {
         self.up
+    }
+
+    /// Why the last scrape failed; "" after a good one (Prometheus' `lastError`).
+    pub fn last_error(&self) -> &str {
+        &self.last_error
     }
 
     /// Fetches and parses one scrape, keeping its series in `hashes`/`values`; the counts
@@ -703,6 +714,12 @@ impl Scraper {
     }
 
     fn log_health(&mut self, error: Option<ScrapeError>) {
+        use std::fmt::Write;
+        self.last_error.clear();
+        if let Some(e) = &error {
+            // The buffer is kept: a target that stays down does not allocate for it.
+            let _ = write!(self.last_error, "{e}");
+        }
         match (error, self.up) {
             (None, was) => {
                 debug!("target {} scraped", self.target.url());

@@ -211,14 +211,7 @@ impl Control {
 #[derive(Debug)]
 pub enum SendError {
     /// A `tls_config` file could not be read or holds nothing usable.
-    Tls {
-        /// The key: `ca_file`, `cert_file` or `key_file`.
-        key: &'static str,
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
+    Tls(crate::tls::TlsError),
     /// `proxy_url` cannot be used.
     Proxy(&'static str),
     /// A configured header name or value is not valid HTTP.
@@ -278,7 +271,7 @@ impl SendError {
                 true
             }
             SendError::TooManyRequests { retry, .. } => *retry,
-            SendError::Tls { .. }
+            SendError::Tls(_)
             | SendError::Proxy(_)
             | SendError::Header { .. }
             | SendError::Unsupported { .. }
@@ -331,7 +324,7 @@ impl fmt::Display for Redacted<'_> {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::Tls { key, path, reason } => write!(f, "tls_config.{key} {path}: {reason}"),
+            SendError::Tls(e) => e.fmt(f),
             SendError::Proxy(reason) => write!(f, "proxy_url: {reason}"),
             SendError::Header { name } => write!(f, "headers: {name}: not a valid http header"),
             SendError::Unsupported { key, reason } => write!(f, "{key}: {reason}"),
@@ -347,6 +340,12 @@ impl fmt::Display for SendError {
                 write!(f, "http 429 (too many requests): {excerpt:?}")
             }
         }
+    }
+}
+
+impl From<crate::tls::TlsError> for SendError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        SendError::Tls(e)
     }
 }
 
@@ -622,105 +621,11 @@ fn drain(body: &mut ureq::Body, kept: &mut [u8]) -> usize {
     n_kept
 }
 
-/// One DER TLV at the start of `b`: (tag, contents, rest). Short and long lengths.
-fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, b) = b.split_first()?;
-    let (&first, mut b) = b.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || b.len() < n {
-            return None;
-        }
-        let len = b[..n]
-            .iter()
-            .fold(0usize, |acc, &x| acc << 8 | usize::from(x));
-        b = &b[n..];
-        len
-    };
-    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
-}
-
-/// The X.509 version (1, 2 or 3) of a DER certificate, `None` if it does not parse:
-/// `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] EXPLICIT Version DEFAULT v1, … } … }`
-/// (RFC 5280 §4.1), `Version ::= INTEGER { v1(0), v2(1), v3(2) }`.
-fn x509_version(cert: &[u8]) -> Option<u8> {
-    let (0x30, cert, _) = der(cert)? else {
-        return None;
-    };
-    let (0x30, tbs, _) = der(cert)? else {
-        return None;
-    };
-    match der(tbs)? {
-        (0xa0, explicit, _) => match der(explicit)? {
-            (0x02, [v], _) if *v <= 2 => Some(v + 1),
-            _ => None,
-        },
-        // No version field: v1.
-        (0x02, _, _) => Some(1),
-        _ => None,
-    }
-}
-
-/// rustls roots and client certificate from `tls_config`, read now.
-/// Where Go's `crypto/x509` looks for the system's CA bundle on Linux (`root_linux.go`), in
-/// its order; `SSL_CERT_FILE` comes first, as there.
-const SYSTEM_CA_FILES: [&str; 6] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/pki/tls/cacert.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
-/// The system's CA certificates, as Prometheus (Go) trusts them when `ca_file` is unset.
-/// promlet bundles no roots of its own (a FROM-scratch image has none unless one is mounted or
-/// `ca_file` names one): none found means no https server verifies.
-fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
-    use ureq::tls::{parse_pem, PemItem};
-    let from_env = std::env::var("SSL_CERT_FILE").ok();
-    let candidates = from_env.iter().map(String::as_str).chain(SYSTEM_CA_FILES);
-    for path in candidates {
-        if let Ok(pem) = std::fs::read(path) {
-            let roots: Vec<_> = parse_pem(&pem)
-                .filter_map(|i| match i {
-                    Ok(PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if !roots.is_empty() {
-                return roots;
-            }
-        }
-    }
-    log::warn!("no system CA bundle found: https receivers need tls_config.ca_file");
-    Vec::new()
-}
-
-/// Whether rustls (ring provider) takes the key in `key_pem` with `chain` as ureq will hand
-/// them to it: the key must load and match the certificate's public key.
-fn check_client_cert(
-    chain: &[ureq::tls::Certificate<'static>],
-    key_pem: &[u8],
-) -> Result<(), String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = chain
-        .iter()
-        .map(|c| CertificateDer::from(c.der().to_vec()))
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|_| "no usable private key in it".to_owned())?;
-    let provider = rustls::crypto::ring::default_provider();
-    rustls::sign::CertifiedKey::from_der(certs, key, &provider)
-        .map(|_| ())
-        .map_err(|e| format!("refused with cert_file: {e}"))
-}
-
+/// ureq's TLS settings from `tls_config`: files read and checked now by [`crate::tls`] (ureq
+/// builds its rustls config at the first connection and panics, with `panic = "abort"` the
+/// process dies, if rustls refuses the client certificate or key).
 fn tls_config(tls: &TlsConfig, https: bool) -> Result<ureq::tls::TlsConfig, SendError> {
-    use ureq::tls::{parse_pem, Certificate, ClientCert, PemItem, PrivateKey, RootCerts};
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts};
     // ureq builds its rustls config itself: it offers neither a server-name override nor a
     // version range. Refused rather than ignored (DESIGN.md's compatibility contract).
     if !tls.server_name.is_empty() {
@@ -735,104 +640,40 @@ fn tls_config(tls: &TlsConfig, https: bool) -> Result<ureq::tls::TlsConfig, Send
             reason: "not supported by promlet's remote-write client: it offers TLS 1.2 and 1.3",
         });
     }
-    let read = |key: &'static str, path: &str| {
-        std::fs::read(path).map_err(|e| SendError::Tls {
-            key,
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
-    };
-    let bad = |key: &'static str, path: &str, reason: String| SendError::Tls {
-        key,
-        path: path.to_owned(),
-        reason,
-    };
+    let ureq_certs =
+        |certs: Vec<rustls::pki_types::CertificateDer<'static>>| -> Vec<Certificate<'static>> {
+            certs
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                .collect()
+        };
     let mut builder =
         ureq::tls::TlsConfig::builder().disable_verification(tls.insecure_skip_verify);
-    if !tls.ca_file.is_empty() {
-        let pem = read("ca_file", &tls.ca_file)?;
-        let mut roots = Vec::new();
-        for item in parse_pem(&pem) {
-            match item {
-                Ok(PemItem::Certificate(c)) => roots.push(c),
-                Ok(_) => {}
-                Err(e) => return Err(bad("ca_file", &tls.ca_file, e.to_string())),
-            }
-        }
-        if roots.is_empty() {
-            return Err(bad(
-                "ca_file",
-                &tls.ca_file,
-                "no certificate in it".to_owned(),
-            ));
-        }
-        builder = builder.root_certs(RootCerts::new_with_certs(&roots));
-    } else {
+    let roots = if !tls.ca_file.is_empty() {
+        crate::tls::read_certs("ca_file", &tls.ca_file)?
+    } else if https && !tls.insecure_skip_verify {
         // Only an https endpoint pays for the system bundle (some hundred KB parsed and kept).
-        let roots = if https && !tls.insecure_skip_verify {
-            system_roots()
-        } else {
-            Vec::new()
+        let roots = crate::tls::system_roots();
+        if roots.is_empty() {
+            log::warn!("no system CA bundle found: https receivers need tls_config.ca_file");
+        }
+        roots
+    } else {
+        Vec::new()
+    };
+    builder = builder.root_certs(RootCerts::new_with_certs(&ureq_certs(roots)));
+    if let Some((chain, _)) = crate::tls::client_identity(tls)? {
+        // ureq takes keys as PEM only (its key kind is private): the file once more.
+        let unusable = || {
+            SendError::Tls(crate::tls::TlsError {
+                key: "key_file",
+                path: tls.key_file.clone(),
+                reason: "no usable private key in it".to_owned(),
+            })
         };
-        builder = builder.root_certs(RootCerts::new_with_certs(&roots));
-    }
-    match (tls.cert_file.is_empty(), tls.key_file.is_empty()) {
-        (true, true) => {}
-        (false, false) => {
-            let pem = read("cert_file", &tls.cert_file)?;
-            let chain: Vec<Certificate<'static>> = parse_pem(&pem)
-                .filter_map(|i| match i {
-                    Ok(PemItem::Certificate(c)) => Some(Ok(c)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad("cert_file", &tls.cert_file, e.to_string()))?;
-            if chain.is_empty() {
-                return Err(bad(
-                    "cert_file",
-                    &tls.cert_file,
-                    "no certificate in it".to_owned(),
-                ));
-            }
-            // ureq builds its rustls config at the first connection and panics (with
-            // `panic = "abort"`, the process dies) if rustls refuses the client certificate or
-            // key: both are checked here as rustls will check them (below). webpki takes
-            // X.509 v3 only, and `openssl x509 -req` without extensions writes v1.
-            if x509_version(chain[0].der()) != Some(3) {
-                return Err(bad(
-                    "cert_file",
-                    &tls.cert_file,
-                    "not an X.509 v3 certificate (rustls takes v3 only)".to_owned(),
-                ));
-            }
-            let pem = read("key_file", &tls.key_file)?;
-            // The error would quote nothing of the key, but say only that it failed.
-            let key = PrivateKey::from_pem(&pem).map_err(|_| {
-                bad(
-                    "key_file",
-                    &tls.key_file,
-                    "no usable private key in it".to_owned(),
-                )
-            })?;
-            check_client_cert(&chain, &pem)
-                .map_err(|reason| bad("key_file", &tls.key_file, reason))?;
-            builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
-        }
-        (true, false) => {
-            return Err(bad(
-                "key_file",
-                &tls.key_file,
-                "client key file specified without client cert file".to_owned(),
-            ))
-        }
-        (false, true) => {
-            return Err(bad(
-                "cert_file",
-                &tls.cert_file,
-                "client cert file specified without client key file".to_owned(),
-            ))
-        }
+        let pem = std::fs::read(&tls.key_file).map_err(|_| unusable())?;
+        let key = PrivateKey::from_pem(&pem).map_err(|_| unusable())?;
+        builder = builder.client_cert(Some(ClientCert::new_with_certs(&ureq_certs(chain), key)));
     }
     Ok(builder.build())
 }
@@ -1392,32 +1233,6 @@ mod tests {
         assert!(e.is_retryable());
         assert!(e.to_string().starts_with("read credentials file "), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn the_x509_version_is_read_from_the_der() {
-        // Hand-built: SEQUENCE { SEQUENCE { [0] { INTEGER 2 }, INTEGER 1 } }.
-        let v3 = [
-            0x30, 0x0a, 0x30, 0x08, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0x01,
-        ];
-        assert_eq!(x509_version(&v3), Some(3));
-        // No version field: v1.
-        let v1 = [0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x01];
-        assert_eq!(x509_version(&v1), Some(1));
-        // Long-form lengths.
-        let long = [0x30, 0x81, 0x05, 0x30, 0x81, 0x02, 0x02, 0x00];
-        assert_eq!(x509_version(&long), Some(1));
-        for bad in [
-            &[][..],
-            &[0x30],
-            &[0x30, 0x05, 0x30],
-            &[0x31, 0x02, 0x30, 0x00],
-            &[0x30, 0x02, 0x30, 0x00],
-            &[0x30, 0x07, 0x30, 0x05, 0xa0, 0x03, 0x02, 0x01, 0x07],
-            &[0x30, 0x85, 0xff, 0xff, 0xff, 0xff, 0xff],
-        ] {
-            assert_eq!(x509_version(bad), None, "{bad:02x?}");
-        }
     }
 
     #[test]

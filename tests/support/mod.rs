@@ -7,9 +7,11 @@
 use std::net::TcpListener;
 use std::process::Child;
 
+pub mod harness;
 pub mod json;
 pub mod peers;
 pub mod receiver;
+pub mod tls;
 
 /// A child process we started, killed and reaped when dropped (never by name).
 pub struct Killed(pub Child);
@@ -49,4 +51,35 @@ pub fn http(port: u16, head: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
     let split = all.windows(4).position(|w| w == b"\r\n\r\n")?;
     let status = std::str::from_utf8(all.get(9..12)?).ok()?.parse().ok()?;
     Some((status, all[split + 4..].to_vec()))
+}
+
+/// A cadvisor-shaped body in `format`: OpenMetrics gets seconds timestamps, an exemplar on
+/// every tenth series and the closing `# EOF`.
+pub fn cadvisor_body(format: promlet::parse::Format, series: usize) -> Vec<u8> {
+    let mut body = String::from(
+        "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.\n\
+         # TYPE container_cpu_usage_seconds_total counter\n",
+    );
+    let om = format == promlet::parse::Format::OpenMetrics;
+    for i in 0..series {
+        let ts = if om {
+            format!("1700000000.{:03}", i % 1000)
+        } else {
+            format!("1700000000{:03}", i % 1000)
+        };
+        let exemplar = if om && i % 10 == 0 {
+            " # {trace_id=\"4bf92f3577b34da6\"} 0.5 1700000000.5"
+        } else {
+            ""
+        };
+        body.push_str(&format!(
+            "container_cpu_usage_seconds_total{{container=\"app-{i}\",cpu=\"total\",id=\"/kubepods/burstable/pod{i}/c{i}\",image=\"registry.example/app:1.{i}\",name=\"k8s_app_{i}\",namespace=\"ns-{}\",pod=\"app-{i}-7d4b9c\"}} {}.25 {ts}{exemplar}\n",
+            i % 20,
+            i * 3,
+        ));
+    }
+    if om {
+        body.push_str("# EOF\n");
+    }
+    body.into_bytes()
 }

@@ -4,7 +4,7 @@
 //! that injects faults (statuses, `Retry-After`, slow answers) and records every request.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -190,7 +190,7 @@ pub fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
 
 /// Writes one response with `Content-Length`; `close` adds `Connection: close`.
 pub fn respond(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     status: &str,
     headers: &[(String, String)],
     body: &[u8],
@@ -264,6 +264,11 @@ impl Answer {
     }
 }
 
+/// A connection a test server speaks HTTP on: a TCP stream, or TLS over one.
+pub trait Stream: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Stream for T {}
+
 /// Serves HTTP/1.1 on an ephemeral 127.0.0.1 port, a thread per connection, keep-alive:
 /// `answer` is called for each request. Returns the port. The threads live as long as the
 /// test process.
@@ -271,18 +276,28 @@ pub fn serve<F>(answer: F) -> u16
 where
     F: Fn(&HttpRequest) -> Answer + Send + Sync + 'static,
 {
+    serve_wrapped(|tcp| Some(Box::new(tcp) as Box<dyn Stream>), answer)
+}
+
+/// [`serve`] with each accepted connection wrapped by `wrap` first (TLS); `None` drops it.
+pub fn serve_wrapped<W, F>(wrap: W, answer: F) -> u16
+where
+    W: Fn(TcpStream) -> Option<Box<dyn Stream>> + Send + Sync + 'static,
+    F: Fn(&HttpRequest) -> Answer + Send + Sync + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let answer = Arc::new(answer);
+    let wrap = Arc::new(wrap);
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
             let answer = Arc::clone(&answer);
+            let wrap = Arc::clone(&wrap);
             std::thread::spawn(move || {
-                let Ok(read_half) = stream.try_clone() else {
+                let Some(stream) = wrap(stream) else {
                     return;
                 };
-                let mut reader = BufReader::new(read_half);
-                let mut stream = stream;
+                let mut reader = BufReader::new(stream);
                 while let Some(request) = read_request(&mut reader) {
                     let a = answer(&request);
                     std::thread::sleep(a.delay);
@@ -290,8 +305,8 @@ where
                         .header("connection")
                         .is_some_and(|c| c.eq_ignore_ascii_case("close"))
                         || request.line.ends_with("HTTP/1.0");
-                    if respond(&mut stream, &a.status, &a.headers, &a.body, close).is_err() || close
-                    {
+                    let stream = reader.get_mut();
+                    if respond(stream, &a.status, &a.headers, &a.body, close).is_err() || close {
                         return;
                     }
                 }

@@ -182,6 +182,20 @@ fn file_sd_targets_follow_their_files() {
     });
     assert!(never_stale(&receiver, &[("instance", &ic)]));
     assert!(never_stale(&receiver, &[("instance", &ia), ("team", "yy")]));
+
+    // A reload that changes the job's file_sd patterns reads them anew: two.json is no
+    // longer matched, so c goes (stale-marked) and a stays.
+    std::fs::write(
+        dir.join("promlet.yml"),
+        config.replace("'sd/*.json', sd/extra.yml", "sd/one.json"),
+    )
+    .expect("config");
+    promlet.signal("HUP");
+    promlet.wait_for(long, "c stale after the reload", || {
+        is_stale(&receiver, &[("instance", &ic)])
+    });
+    assert_eq!(promlet.metric(discovered), Some(1.0));
+    assert!(never_stale(&receiver, &[("instance", &ia), ("team", "yy")]));
     assert_eq!(promlet.stop(), 0);
 }
 

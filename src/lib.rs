@@ -32,6 +32,7 @@ pub const USER_AGENT: &str = concat!("promlet/", env!("CARGO_PKG_VERSION"));
 
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod flags;
 #[doc(hidden)]
 pub mod fuzzing;

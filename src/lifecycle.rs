@@ -22,7 +22,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
 
-use crate::config::{Config, RemoteWriteConfig, ScrapeConfig};
+use crate::config::{
+    Config, FileSdConfig, KubeletSdConfig, RemoteWriteConfig, ScrapeConfig, TargetGroup,
+};
+use crate::discovery::JobDiscovery;
 use crate::metadata;
 use crate::scrape::clock::Clock;
 use crate::scrape::{self, ScrapeStats, Scraper, StopSignal};
@@ -38,6 +41,36 @@ struct Running {
     task: smol::Task<Scraper>,
     job: Rc<ScrapeConfig>,
     target: Target,
+}
+
+/// One job's discovery task and what it found last.
+#[derive(Debug)]
+struct Discovery {
+    /// The configs it runs: a reload that changes them starts it anew.
+    file_sd: Vec<FileSdConfig>,
+    kubelet_sd: Vec<KubeletSdConfig>,
+    groups: Rc<RefCell<Vec<TargetGroup>>>,
+    _task: smol::Task<()>,
+}
+
+/// Runs a job's discovery until dropped: each time its groups change they are published
+/// and the agent is told (a full channel means it has yet to look: one notice is enough).
+async fn discover(
+    mut d: JobDiscovery,
+    out: Rc<RefCell<Vec<TargetGroup>>>,
+    changed: smol::channel::Sender<()>,
+    clock: Rc<Clock>,
+) {
+    loop {
+        if d.step(&clock).await {
+            *out.borrow_mut() = d.groups();
+            let _ = changed.try_send(());
+        }
+        match d.next_due() {
+            Some(at) => clock.sleep_until(at).await,
+            None => return,
+        }
+    }
 }
 
 /// One endpoint's sender thread.
@@ -93,6 +126,11 @@ pub struct Agent {
     sync_thread: Option<SyncThread>,
     /// The targets' HELP/TYPE/UNIT, for the senders that send it.
     metadata: Arc<metadata::Store>,
+    /// Discovery per job name, for the jobs that have file_sd or kubelet_sd configs.
+    discoveries: HashMap<String, Discovery>,
+    /// Discovery tasks say here that groups changed; see [`Agent::discovery_changes`].
+    discovered_tx: smol::channel::Sender<()>,
+    discovered_rx: smol::channel::Receiver<()>,
 }
 
 fn now_s() -> f64 {
@@ -116,20 +154,25 @@ type EndpointFamily = (
     fn(&Endpoint, &Ring) -> f64,
 );
 
-/// Every target of `config`, with its job. Targets the relabel rules drop are left out;
-/// targets Prometheus would refuse are logged and left out.
-fn wanted(config: &Config) -> (Vec<JobTarget>, Vec<(String, usize)>) {
+/// Every target of `config` (static, and discovered as `discoveries` hold them now), with
+/// its job. Targets the relabel rules drop are left out; targets Prometheus would refuse are
+/// logged and left out.
+fn wanted(
+    config: &Config,
+    discoveries: &HashMap<String, Discovery>,
+) -> (Vec<JobTarget>, Vec<(String, usize)>) {
     let mut all = Vec::new();
     let mut per_job = Vec::new();
     for sc in &config.scrape_configs {
-        if !sc.file_sd_configs.is_empty() {
-            warn!(
-                "job {:?}: file_sd_configs are not read yet (issue 7); only static_configs are scraped",
-                sc.job_name
-            );
-        }
         let job = Rc::new(sc.clone());
-        let (targets, errors) = targets::build(&sc.static_configs, sc);
+        let (targets, errors) = match discoveries.get(&sc.job_name) {
+            Some(d) => {
+                let mut groups = sc.static_configs.clone();
+                groups.extend(d.groups.borrow().iter().cloned());
+                targets::build(&groups, sc)
+            }
+            None => targets::build(&sc.static_configs, sc),
+        };
         for e in errors {
             warn!("{e}");
         }
@@ -162,6 +205,7 @@ impl Agent {
         shared.reload_time_s.set(now_s());
         let clock = Clock::new();
         let driver = ex.spawn(Rc::clone(&clock).drive());
+        let (discovered_tx, discovered_rx) = smol::channel::bounded(1);
         let mut agent = Agent {
             config: config.clone(),
             ring: Rc::new(RefCell::new(ring)),
@@ -173,12 +217,59 @@ impl Agent {
             sync_every,
             sync_thread: None,
             metadata: Arc::default(),
+            discoveries: HashMap::new(),
+            discovered_tx,
+            discovered_rx,
         };
         // Endpoints first: a new endpoint's reader starts at the head, so it must exist
         // before the first scrape is appended.
         agent.start_senders();
+        for sc in &config.scrape_configs {
+            if !sc.file_sd_configs.is_empty() || !sc.kubelet_sd_configs.is_empty() {
+                // file_sd files are read now, so their targets start with the static ones;
+                // the kubelets are asked as soon as the loop runs.
+                let d = JobDiscovery::new(&sc.file_sd_configs, &sc.kubelet_sd_configs);
+                agent.add_discovery(sc, d);
+            }
+        }
         agent.start_targets(&config);
         agent
+    }
+
+    /// Ready when a discovery task found new groups: then call [`Agent::rediscover`].
+    pub fn discovery_changes(&self) -> smol::channel::Receiver<()> {
+        self.discovered_rx.clone()
+    }
+
+    /// Publishes `d`'s groups for `sc`'s job and runs it as a task.
+    fn add_discovery(&mut self, sc: &ScrapeConfig, d: JobDiscovery) {
+        let groups = Rc::new(RefCell::new(d.groups()));
+        let task = self.ex.spawn(discover(
+            d,
+            Rc::clone(&groups),
+            self.discovered_tx.clone(),
+            Rc::clone(&self.clock),
+        ));
+        self.discoveries.insert(
+            sc.job_name.clone(),
+            Discovery {
+                file_sd: sc.file_sd_configs.clone(),
+                kubelet_sd: sc.kubelet_sd_configs.clone(),
+                groups,
+                _task: task,
+            },
+        );
+    }
+
+    /// Applies what discovery found: targets added start, removed ones are stopped and
+    /// stale-marked, unchanged ones keep running, exactly as at a reload.
+    pub async fn rediscover(&mut self) {
+        let (targets, per_job) = wanted(&self.config, &self.discoveries);
+        *self.shared.discovered.borrow_mut() = per_job;
+        let (added, removed, restarted) = self.reconcile(targets).await;
+        if added + removed + restarted > 0 {
+            info!("discovery: targets: {added} added, {removed} removed (stale-marked), {restarted} restarted with new settings");
+        }
     }
 
     /// The ring, shared with the scrape tasks.
@@ -220,7 +311,7 @@ impl Agent {
     }
 
     fn start_targets(&mut self, config: &Config) {
-        let (targets, per_job) = wanted(config);
+        let (targets, per_job) = wanted(config, &self.discoveries);
         *self.shared.discovered.borrow_mut() = per_job;
         for (t, job) in targets {
             if !self.running.contains_key(&t.key()) {
@@ -231,8 +322,62 @@ impl Agent {
 
     /// Applies a new config (already validated). See the module docs.
     pub async fn apply(&mut self, config: Config) {
-        let (targets, per_job) = wanted(&config);
+        // A job whose discovery configs are unchanged keeps its task and what it found (a
+        // kubelet is not asked again); others start anew, and are asked once before the
+        // targets are compared, so that a changed job does not lose its targets meanwhile.
+        let mut old = std::mem::take(&mut self.discoveries);
+        for sc in &config.scrape_configs {
+            if sc.file_sd_configs.is_empty() && sc.kubelet_sd_configs.is_empty() {
+                continue;
+            }
+            match old.remove(&sc.job_name) {
+                Some(d)
+                    if d.file_sd == sc.file_sd_configs && d.kubelet_sd == sc.kubelet_sd_configs =>
+                {
+                    self.discoveries.insert(sc.job_name.clone(), d);
+                }
+                _ => {
+                    let mut d = JobDiscovery::new(&sc.file_sd_configs, &sc.kubelet_sd_configs);
+                    d.step(&self.clock).await;
+                    self.add_discovery(sc, d);
+                }
+            }
+        }
+        drop(old);
+        let (targets, per_job) = wanted(&config, &self.discoveries);
         *self.shared.discovered.borrow_mut() = per_job;
+        let (added, removed, restarted) = self.reconcile(targets).await;
+        info!("targets: {added} added, {removed} removed (stale-marked), {restarted} restarted with new settings");
+        let endpoints_changed = self.config.remote_write != config.remote_write
+            || self.config.global.external_labels != config.global.external_labels;
+        self.config = config;
+        if endpoints_changed {
+            self.stop_senders(Instant::now());
+            // Threads stopped with a deadline of now return within one request; wait
+            // without blocking the loop.
+            loop {
+                let done = self
+                    .shared
+                    .endpoints
+                    .borrow()
+                    .iter()
+                    .all(|e| e.thread.as_ref().is_none_or(JoinHandle::is_finished));
+                if done {
+                    break;
+                }
+                smol::Timer::after(Duration::from_millis(20)).await;
+            }
+            self.join_senders();
+            self.start_senders();
+        }
+        self.shared.reload_ok.set(true);
+        self.shared.reload_time_s.set(now_s());
+    }
+
+    /// Brings the running targets to `targets`: unchanged ones keep their task, changed
+    /// settings restart a task with its state, removed ones stale-mark their series, new ones
+    /// start. Returns (added, removed, restarted).
+    async fn reconcile(&mut self, targets: Vec<JobTarget>) -> (usize, usize, usize) {
         let mut keep: HashMap<u64, (Target, Rc<ScrapeConfig>)> = targets
             .into_iter()
             .map(|(t, j)| (t.key(), (t, j)))
@@ -268,31 +413,7 @@ impl Agent {
         for (_, (t, j)) in keep {
             self.spawn(t, j, None);
         }
-        info!("targets: {added} added, {removed} removed (stale-marked), {restarted} restarted with new settings");
-        let endpoints_changed = self.config.remote_write != config.remote_write
-            || self.config.global.external_labels != config.global.external_labels;
-        self.config = config;
-        if endpoints_changed {
-            self.stop_senders(Instant::now());
-            // Threads stopped with a deadline of now return within one request; wait
-            // without blocking the loop.
-            loop {
-                let done = self
-                    .shared
-                    .endpoints
-                    .borrow()
-                    .iter()
-                    .all(|e| e.thread.as_ref().is_none_or(JoinHandle::is_finished));
-                if done {
-                    break;
-                }
-                smol::Timer::after(Duration::from_millis(20)).await;
-            }
-            self.join_senders();
-            self.start_senders();
-        }
-        self.shared.reload_ok.set(true);
-        self.shared.reload_time_s.set(now_s());
+        (added, removed, restarted)
     }
 
     fn start_senders(&mut self) {
@@ -392,6 +513,7 @@ impl Agent {
 
     /// Stops: scrape tasks end now, senders flush until `flush_deadline`, the ring is synced.
     pub fn stop(mut self, flush_deadline: Duration) -> Result<(), crate::wal::WalError> {
+        self.discoveries.clear();
         for (_, r) in self.running.drain() {
             drop(r.task);
         }

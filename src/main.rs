@@ -116,7 +116,7 @@ fn describe(config: &Config) {
     );
     for sc in &config.scrape_configs {
         info!(
-            "job {:?}: every {} (timeout {}), {} static targets, {} file_sd",
+            "job {:?}: every {} (timeout {}), {} static targets, {} file_sd, {} kubelet_sd",
             sc.job_name,
             format_duration(sc.scrape_interval),
             format_duration(sc.scrape_timeout),
@@ -124,7 +124,8 @@ fn describe(config: &Config) {
                 .iter()
                 .map(|g| g.targets.len())
                 .sum::<usize>(),
-            sc.file_sd_configs.len()
+            sc.file_sd_configs.len(),
+            sc.kubelet_sd_configs.len()
         );
     }
     for rw in &config.remote_write {
@@ -233,18 +234,28 @@ fn run(args: &Args) -> ExitCode {
             error!("the web server stopped: {e}");
         }
     });
+    let discovered = agent.discovery_changes();
     smol::block_on(ex.run(async {
         use smol::stream::StreamExt;
         enum Event {
             Signal(Option<std::io::Result<async_signal::Signal>>),
             Reload(Option<smol::channel::Sender<Result<(), String>>>),
+            Discovered,
         }
         loop {
-            let event = smol::future::or(async { Event::Signal(signals.next().await) }, async {
-                Event::Reload(reload_rx.recv().await.ok())
-            })
+            let event = smol::future::or(
+                smol::future::or(async { Event::Signal(signals.next().await) }, async {
+                    Event::Reload(reload_rx.recv().await.ok())
+                }),
+                async {
+                    // The agent holds a sender: this never closes while it runs.
+                    let _ = discovered.recv().await;
+                    Event::Discovered
+                },
+            )
             .await;
             match event {
+                Event::Discovered => agent.rediscover().await,
                 Event::Signal(Some(Ok(async_signal::Signal::Hup))) => {
                     let _ = reload(args, &mut agent).await;
                 }

@@ -1,9 +1,9 @@
 //! Targets: static and file-based target groups, and the labels a target gets before it is
 //! scraped (Prometheus' `scrape.PopulateLabels`).
 //!
-//! This issue's slice: what `check config` needs — reading file_sd files and refusing targets
-//! Prometheus would refuse. Discovery at run time (refresh, staleness) comes with issue 7, and
-//! applying `relabel_configs` with issue 4.
+//! What `check config` needs (reading file_sd files, refusing targets Prometheus would
+//! refuse) and what the agent builds its targets with. Discovery at run time (polling,
+//! kubelet pods) is `crate::discovery`; its groups come here as static ones do.
 
 use std::path::{Path, PathBuf};
 
@@ -137,7 +137,7 @@ fn json_aware_string(node: &Node, key: &str, json: bool) -> Result<String, Strin
 }
 
 /// Go's `net.SplitHostPort` success test.
-fn has_port(addr: &str) -> bool {
+pub fn has_port(addr: &str) -> bool {
     let Some(colon) = addr.rfind(':') else {
         return false;
     };

@@ -174,6 +174,22 @@ pub struct FileSdConfig {
     pub refresh_interval: Duration,
 }
 
+/// One `kubelet_sd_configs` entry (a promlet extension, see the README): the pods of one
+/// kubelet, read from its `/pods`, as targets of Prometheus' `kubernetes_sd_configs` role `pod`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletSdConfig {
+    /// The kubelet's base URL (`https://localhost:10250`); `/pods` is appended to its path.
+    pub url: Url,
+    /// How often `/pods` is fetched (30s).
+    pub refresh_interval: Duration,
+    /// Auth and TLS for the kubelet. With neither auth nor `ca_file` set, the discovery uses
+    /// the pod's service-account token and CA when those files exist (see `discovery`).
+    pub http: HttpClientConfig,
+}
+
+/// The kubelet's port on the node itself, as `kubelet --port` defaults it.
+pub const DEFAULT_KUBELET_URL: &str = "https://localhost:10250";
+
 /// One `scrape_configs` entry with Prometheus' defaults and the global settings applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScrapeConfig {
@@ -199,6 +215,8 @@ pub struct ScrapeConfig {
     pub static_configs: Vec<TargetGroup>,
     /// File-based discovery.
     pub file_sd_configs: Vec<FileSdConfig>,
+    /// The local kubelet's pods (promlet's extension).
+    pub kubelet_sd_configs: Vec<KubeletSdConfig>,
     /// Rules applied to targets before scraping.
     pub relabel_configs: Vec<RelabelConfig>,
     /// Rules applied to every scraped series.
@@ -339,6 +357,9 @@ impl Config {
         config.file = file.to_owned();
         for sc in &mut config.scrape_configs {
             sc.http.set_directory(dir);
+            for k in &mut sc.kubelet_sd_configs {
+                k.http.set_directory(dir);
+            }
             for f in &mut sc.file_sd_configs {
                 for pattern in &mut f.files {
                     if Path::new(pattern.as_str()).is_relative() {
@@ -738,6 +759,53 @@ fn file_sd_configs(node: &Node, key: &str) -> Result<Vec<FileSdConfig>, Located>
     Ok(out)
 }
 
+fn kubelet_sd_configs(node: &Node, key: &str) -> Result<Vec<KubeletSdConfig>, Located> {
+    let mut out = Vec::new();
+    for (i, item) in node.items(key)?.iter().enumerate() {
+        let k = index(key, i);
+        let mut url_text = DEFAULT_KUBELET_URL.to_owned();
+        let mut url_line = item.line;
+        let mut refresh_interval = Duration::from_secs(30);
+        let mut http = HttpKeys::new(item.line);
+        for (name, value) in item.entries(&k)? {
+            let kk = join(&k, name);
+            if http.take(name, value, &k)? {
+                continue;
+            }
+            match name {
+                "url" => {
+                    url_text = value.string(&kk)?;
+                    url_line = value.line;
+                }
+                "refresh_interval" => refresh_interval = duration(value, &kk)?,
+                _ => return Err(unknown(value.line, &kk)),
+            }
+        }
+        let kk = join(&k, "url");
+        let url = url::parse(&url_text).map_err(|e| Located::new(url_line, &kk, e))?;
+        if !matches!(url.scheme.as_str(), "http" | "https") || url.host.is_empty() {
+            return Err(Located::new(
+                url_line,
+                &kk,
+                format!("{url_text:?} is not an http:// or https:// URL with a host"),
+            ));
+        }
+        if refresh_interval.is_zero() {
+            return Err(Located::new(
+                item.line,
+                &join(&k, "refresh_interval"),
+                "refresh_interval must be greater than 0",
+            ));
+        }
+        out.push(KubeletSdConfig {
+            url,
+            refresh_interval,
+            http: http.finish(&k)?,
+        });
+    }
+    Ok(out)
+}
+
 fn scrape_config(node: &Node, key: &str, global: &GlobalConfig) -> Result<ScrapeConfig, Located> {
     let mut sc = ScrapeConfig {
         job_name: String::new(),
@@ -751,6 +819,7 @@ fn scrape_config(node: &Node, key: &str, global: &GlobalConfig) -> Result<Scrape
         limits: global.limits,
         static_configs: Vec::new(),
         file_sd_configs: Vec::new(),
+        kubelet_sd_configs: Vec::new(),
         relabel_configs: Vec::new(),
         metric_relabel_configs: Vec::new(),
         http: HttpClientConfig::default(),
@@ -782,6 +851,9 @@ fn scrape_config(node: &Node, key: &str, global: &GlobalConfig) -> Result<Scrape
             }
             "static_configs" => sc.static_configs.extend(target_groups(value, &k)?),
             "file_sd_configs" => sc.file_sd_configs.extend(file_sd_configs(value, &k)?),
+            "kubelet_sd_configs" => sc
+                .kubelet_sd_configs
+                .extend(kubelet_sd_configs(value, &k)?),
             "relabel_configs" => sc.relabel_configs = relabel_configs(value, &k, "target")?,
             "metric_relabel_configs" => {
                 sc.metric_relabel_configs = relabel_configs(value, &k, "metric")?
@@ -790,7 +862,7 @@ fn scrape_config(node: &Node, key: &str, global: &GlobalConfig) -> Result<Scrape
                 return Err(Located::new(
                     value.line,
                     &k,
-                    "not supported by promlet (use static_configs or file_sd_configs)",
+                    "not supported by promlet (use static_configs, file_sd_configs or kubelet_sd_configs)",
                 ))
             }
             _ => return Err(unknown(value.line, &k)),

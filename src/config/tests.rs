@@ -177,7 +177,7 @@ fn every_rule_refuses_with_file_line_key_and_reason() {
         // Refused by name.
         (
             job("    kubernetes_sd_configs: [{role: node}]\n"),
-            "p.yml:3: scrape_configs[0].kubernetes_sd_configs: not supported by promlet (use static_configs or file_sd_configs)",
+            "p.yml:3: scrape_configs[0].kubernetes_sd_configs: not supported by promlet (use static_configs, file_sd_configs or kubelet_sd_configs)",
         ),
         (
             job("    oauth2: {client_id: a}\n"),
@@ -317,6 +317,51 @@ fn deliberate_extensions_load() {
         c.remote_write[0].queue_config.retry_on_http_429,
         Some(false)
     );
+}
+
+#[test]
+fn kubelet_sd_configs_load_with_defaults_and_http_keys() {
+    let c = load(&job("    kubelet_sd_configs:\n      - {}\n      - url: http://10.0.0.1:10255/k\n        refresh_interval: 1m\n        bearer_token_file: tok\n        tls_config: {insecure_skip_verify: true}\n"))
+        .expect("valid");
+    let k = &c.scrape_configs[0].kubelet_sd_configs;
+    assert_eq!(k.len(), 2);
+    assert_eq!(k[0].url.text, "https://localhost:10250");
+    assert_eq!(k[0].refresh_interval, Duration::from_secs(30));
+    assert_eq!(k[0].http, HttpClientConfig::default());
+    assert_eq!(k[1].url.host, "10.0.0.1:10255");
+    assert_eq!(k[1].refresh_interval, Duration::from_secs(60));
+    assert!(k[1].http.tls_config.insecure_skip_verify);
+    assert_eq!(
+        k[1].http.auth,
+        http::Auth::Authorization {
+            kind: "Bearer".to_owned(),
+            credentials: http::Secret::File("/etc/promlet/tok".to_owned())
+        }
+    );
+}
+
+#[test]
+fn kubelet_sd_configs_refuse_bad_keys() {
+    for (body, want) in [
+        (
+            "    kubelet_sd_configs: [{role: pod}]\n",
+            "p.yml:3: scrape_configs[0].kubelet_sd_configs[0].role: unknown key",
+        ),
+        (
+            "    kubelet_sd_configs: [{url: \"ftp://x\"}]\n",
+            "p.yml:3: scrape_configs[0].kubelet_sd_configs[0].url: \"ftp://x\" is not an http:// or https:// URL with a host",
+        ),
+        (
+            "    kubelet_sd_configs: [{refresh_interval: 0s}]\n",
+            "p.yml:3: scrape_configs[0].kubelet_sd_configs[0].refresh_interval: refresh_interval must be greater than 0",
+        ),
+        (
+            "    kubelet_sd_configs: [{bearer_token: a, bearer_token_file: b}]\n",
+            "p.yml:3: scrape_configs[0].kubelet_sd_configs[0]: at most one of bearer_token & bearer_token_file must be configured",
+        ),
+    ] {
+        assert_eq!(err(&job(body)), want, "{body}");
+    }
 }
 
 #[test]

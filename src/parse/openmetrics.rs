@@ -599,7 +599,7 @@ fn label_list(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<(), Sto
             return Err(unexpected("expected label value", t, lx.start));
         }
         let token = lx.buf();
-        if std::str::from_utf8(token).is_err() {
+        if !token.is_ascii() && std::str::from_utf8(token).is_err() {
             return Err(refuse(lx.start, "invalid UTF-8 label value"));
         }
         // The token less its first and last byte, as 2.42 takes it: NULs skipped after the

@@ -152,26 +152,56 @@ impl Lexer<'_> {
         }
         let mut escaped = false;
         loop {
+            let Some(at) = quote_or_backslash(&self.b[self.i.min(self.b.len())..]) else {
+                // An unterminated value: the lexer finds no token (a newline the body's end
+                // adds is no quote either).
+                self.i = self.b.len();
+                return if self.eof {
+                    Ok((Tok::Invalid, false))
+                } else {
+                    Err(Stop::More)
+                };
+            };
+            self.i += at;
+            if self.b[self.i] == b'"' {
+                self.i += 1;
+                return Ok((Tok::LValue, escaped));
+            }
+            escaped = true;
+            self.i += 1;
             match self.peek()? {
-                // An unterminated value: the lexer finds no token.
-                None => return Ok((Tok::Invalid, false)),
-                Some(b'"') => {
-                    self.i += 1;
-                    return Ok((Tok::LValue, escaped));
-                }
-                Some(b'\\') => {
-                    escaped = true;
-                    self.i += 1;
-                    match self.peek()? {
-                        // `.` does not match a newline, and nothing follows the body's end.
-                        None | Some(b'\n') => return Ok((Tok::Invalid, false)),
-                        Some(_) => self.i += 1,
-                    }
-                }
+                // `.` does not match a newline, and nothing follows the body's end.
+                None | Some(b'\n') => return Ok((Tok::Invalid, false)),
                 Some(_) => self.i += 1,
             }
         }
     }
+}
+
+/// Where the first `"` or `\\` of `b` is: eight bytes a step (a word's bytes equal to either
+/// are found with the carry trick, whose lowest flagged byte is always a true match), as label
+/// values are long and hold neither in most of their bytes.
+fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(LOW) & !x & HIGH;
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for w in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        let x = u64::from_le_bytes(word);
+        let hit = zero_byte(x ^ (LOW * u64::from(b'"'))) | zero_byte(x ^ (LOW * u64::from(b'\\')));
+        if hit != 0 {
+            return Some(at + (hit.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|p| at + p)
 }
 
 /// A reusable text-format parser: one per target, its label vector reused across scrapes.
@@ -459,7 +489,7 @@ fn label_list(lx: &mut Lexer<'_>, labels: &mut Vec<LabelSpan>) -> Result<(), Sto
             return Err(unexpected("expected label value", value_tok, lx.start));
         }
         let (vs, ve) = (lx.start + 1, lx.i - 1);
-        if std::str::from_utf8(&lx.b[vs..ve]).is_err() {
+        if !lx.b[vs..ve].is_ascii() && std::str::from_utf8(&lx.b[vs..ve]).is_err() {
             return Err(Stop::Error {
                 at: lx.start,
                 reason: "invalid UTF-8 label value".to_owned(),

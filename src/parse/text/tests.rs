@@ -490,3 +490,29 @@ fn blank_line_runs_longer_than_the_window_pass_and_keep_line_numbers() {
         Ok(vec!["a".to_owned()])
     );
 }
+
+#[test]
+fn the_word_scan_finds_the_first_quote_or_backslash_as_a_byte_scan_does() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for len in 0..40 {
+        for _ in 0..300 {
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly plain bytes, now and then a quote, a backslash or a high byte.
+                    match x % 40 {
+                        0 => b'"',
+                        1 => b'\\',
+                        2 => 0x80 | x.to_le_bytes()[1],
+                        3 => b'"' + 1,
+                        _ => b'a' + x.to_le_bytes()[2] % 26,
+                    }
+                })
+                .collect();
+            let want = b.iter().position(|&c| c == b'"' || c == b'\\');
+            assert_eq!(super::quote_or_backslash(&b), want, "{b:?}");
+        }
+    }
+}

@@ -20,6 +20,7 @@ DEBIAN_PACKAGES=(
   qemu-user-static           # runs the ARM tests and binaries
   file                       # reports static linking
   openssl                    # test certificates and a TLS server for the sender's TLS test
+  python3-venv               # a venv for kubernetes-validate (deploy/k8s manifests)
 )
 RUST_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf x86_64-unknown-linux-musl)
 
@@ -54,6 +55,20 @@ cargo fmt --all -- --check
 
 step "clippy"
 cargo clippy --all-targets -- -D warnings
+
+# The manifests' schema, offline: kubernetes-validate ships the OpenAPI schemas of each
+# Kubernetes version. Pinned, in a venv under target/ so the system Python is left alone.
+KUBERNETES_VALIDATE=1.37.0
+KUBERNETES_VERSION=1.29.0
+step "kubernetes manifests (kubernetes-validate $KUBERNETES_VALIDATE, Kubernetes $KUBERNETES_VERSION, strict)"
+venv="target/kubernetes-validate-$KUBERNETES_VALIDATE"
+if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE"
+fi
+manifests=(deploy/k8s/*.yaml)
+"$venv/bin/kubernetes-validate" --kubernetes-version "$KUBERNETES_VERSION" --strict --quiet "${manifests[@]}"
+echo "${#manifests[@]} manifests valid: ${manifests[*]}"
 
 step "tests on the host (unit, CLI, differential against promtool $(promtool --version 2>&1 | awk 'NR==1{print $3}'))"
 cargo_test --all-targets -- --nocapture --test-threads=2

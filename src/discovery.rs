@@ -29,6 +29,8 @@
 //! parser (JSON is YAML): that builds a tree, about ten times the body's size, for the moment
 //! of the parse; a node of 110 pods sends 1–3 MB. Bodies above [`MAX_PODS_BODY`] fail.
 
+pub mod json;
+
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};

@@ -457,7 +457,12 @@ impl PodListReader {
                     return Ok(());
                 };
                 match t {
-                    Token::String(s) => s.unescape_into(out),
+                    Token::String(s) => {
+                        // The raw length bounds the value's: one allocation, near its size
+                        // (the kept pods are the reader's memory).
+                        out.reserve_exact(s.raw().len());
+                        s.unescape_into(out);
+                    }
                     Token::Number(n) => out.push_str(n),
                     Token::Bool(b) => out.push_str(if b { "true" } else { "false" }),
                     _ => {}

@@ -298,13 +298,16 @@ struct Frame {
 #[derive(Debug, Default)]
 pub struct PodListReader {
     lexer: Lexer,
-    /// The walked containers, innermost last.
+    /// The walked containers, innermost last: at most 8 (root → items → pod → spec →
+    /// containers → container → ports → port), whatever the body's depth.
     frames: Vec<Frame>,
     /// Open containers inside a skipped value.
     skipping: usize,
     /// What the next value is for, once a key in a walked object said it.
     next: Option<Slot>,
-    /// The walked containers are init ones (`initContainers`, `initContainerStatuses`).
+    /// The walked containers are init ones: set by the keys `initContainers` and
+    /// `initContainerStatuses`, cleared by `containers` and `containerStatuses`. Those lists
+    /// are siblings, never nested, so the flag holds for the whole subtree of each.
     init: bool,
     kind: String,
     /// The pods read; the last is the one being read while inside `items`.

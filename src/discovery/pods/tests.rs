@@ -154,6 +154,9 @@ fn what_is_not_a_pod_list_fails_with_why() {
     ] {
         let got = read(body.as_bytes()).expect_err(body);
         assert_eq!(got.to_string(), want, "{body}");
+        // What the fetch logs, and keeps the last good targets with.
+        let fetch = crate::discovery::KubeletError::Body(got.clone());
+        assert_eq!(fetch.to_string(), format!("bad pod list: {want}"));
         assert_eq!(streamed(body.as_bytes(), 3).expect_err(body), got, "{body}");
     }
     // A token longer than the window may grow.

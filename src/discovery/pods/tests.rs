@@ -112,6 +112,13 @@ const ODD: &[&str] = &[
     r#"{"x":{"items":[1]},"items":{"a":1},"kind":"PodList"}"#,
     r#"{"apiVersion":"v1","items":[]}"#,
     r#"{}"#,
+    // The edge cases of discovery's own tests: no Ready condition, a non-controller owner, an
+    // IPv6 pod IP, label names that sanitise alike.
+    r#"{"kind":"PodList","items":[{"metadata":{"name":"p","namespace":"n","uid":"u",
+    "labels":{"a.b":"1","ä":"2"},
+    "ownerReferences":[{"kind":"Node","name":"edge-1"}]},
+    "spec":{"containers":[{"name":"c","ports":[{"containerPort":80}]},{"name":"d"}]},
+    "status":{"podIP":"fd00::1","phase":"Running"}}]}"#,
 ];
 
 #[test]

@@ -24,10 +24,19 @@
 //! A promlet extension: `GET <url>/pods` on the node's kubelet (a `v1.PodList`), every
 //! `refresh_interval`, with the loop's non-blocking [`Client`]. Each pod becomes the targets
 //! Prometheus 2.42's `kubernetes_sd_configs` role `pod` makes of it (`discovery/kubernetes/
-//! pod.go`, `buildPod`): see [`pod_groups`]. A failed fetch keeps the last good targets and
-//! is logged once, until a fetch succeeds again. The body is parsed with the config's YAML
-//! parser (JSON is YAML): that builds a tree, about ten times the body's size, for the moment
-//! of the parse; a node of 110 pods sends 1–3 MB. Bodies above [`MAX_PODS_BODY`] fail.
+//! pod.go`, `buildPod`): see [`pods::groups`]. A failed fetch keeps the last good targets and
+//! is logged once, until a fetch succeeds again. A node of 110 pods sends 1–3 MB; the body is
+//! read as it streams, through a [`POD_WINDOW`]-byte window, by the pull tokenizer of
+//! [`json`] and the [`pods`] reader that keeps only the fields the labels are made of: neither
+//! the body nor a tree of it is held (rejected: the config's YAML parser on the held body,
+//! as promlet first did, a tree ten times the body's size every `refresh_interval`; the
+//! README's Discovery section has the measured peaks). Bodies above [`MAX_PODS_BODY`], and
+//! tokens above [`MAX_POD_TOKEN`], fail.
+
+pub mod json;
+pub mod pods;
+#[cfg(test)]
+mod tree;
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -37,11 +46,16 @@ use log::{info, warn};
 
 use crate::auth::Credentials;
 use crate::config::http::{Auth, HttpClientConfig, Secret};
-use crate::config::yaml::{self, Kind, Node};
+#[cfg(test)]
+use crate::config::yaml::{self, Node};
 use crate::config::{FileSdConfig, KubeletSdConfig, TargetGroup};
+use crate::parse::Window;
 use crate::scrape::clock::Clock;
 use crate::scrape::http::{Client, HttpError};
 use crate::targets::{self, Target};
+use pods::{Pod, PodListError, PodListReader};
+#[cfg(test)]
+use tree::pod_groups;
 
 /// The longest a changed file_sd file goes unnoticed (see the module docs).
 pub const FILE_POLL: Duration = Duration::from_secs(5);
@@ -51,6 +65,14 @@ pub const MIN_POLL: Duration = Duration::from_secs(1);
 
 /// The largest `/pods` body read: 32 MiB is ten times what a full node (110 pods) sends.
 pub const MAX_PODS_BODY: u64 = 32 << 20;
+
+/// The window a `/pods` body streams through: a few body reads' worth.
+pub const POD_WINDOW: usize = 64 << 10;
+
+/// The longest one token of a `/pods` body may be (the window grows to it only for such a
+/// token, and shrinks back after the fetch). Kubernetes caps a pod's annotations at 256 KiB
+/// in all (apimachinery `TotalAnnotationSizeLimitB`), the longest strings a pod has.
+pub const MAX_POD_TOKEN: usize = 1 << 20;
 
 /// How long one `/pods` request may take, at most (or the refresh interval if shorter).
 pub const KUBELET_TIMEOUT: Duration = Duration::from_secs(10);
@@ -242,7 +264,7 @@ pub enum KubeletError {
     /// No answer within the timeout.
     Timeout(Duration),
     /// The body is not a pod list.
-    Body(String),
+    Body(PodListError),
 }
 
 impl std::fmt::Display for KubeletError {
@@ -261,7 +283,8 @@ impl std::error::Error for KubeletError {
         match self {
             KubeletError::Http(e) => Some(e),
             KubeletError::Credentials(e) => Some(e),
-            _ => None,
+            KubeletError::Body(e) => Some(e),
+            KubeletError::Timeout(_) => None,
         }
     }
 }
@@ -278,7 +301,8 @@ pub struct KubeletSd {
     auth: Auth,
     client: Client,
     credentials: Credentials,
-    body: Vec<u8>,
+    /// The body streams through it; back to [`POD_WINDOW`] bytes after a fetch that grew it.
+    window: Window,
     groups: Vec<TargetGroup>,
     /// The last fetch failed (it was logged).
     failing: bool,
@@ -334,7 +358,7 @@ impl KubeletSd {
             timeout: target.timeout,
             auth,
             credentials: Credentials::default(),
-            body: Vec::new(),
+            window: Window::new(POD_WINDOW, MAX_POD_TOKEN),
             groups: Vec::new(),
             failing: false,
         }
@@ -349,18 +373,9 @@ impl KubeletSd {
             Err(KubeletError::Timeout(timeout))
         })
         .await;
-        let parsed = fetched.and_then(|()| {
-            let text = std::str::from_utf8(&self.body)
-                .map_err(|_| KubeletError::Body("not UTF-8".to_owned()))?;
-            let root = yaml::parse(text)
-                .map_err(|e| KubeletError::Body(format!("{}:{}: {}", e.line, e.col, e.reason)))?;
-            let root = root.ok_or_else(|| KubeletError::Body("empty body".to_owned()))?;
-            pod_groups(&root).map_err(KubeletError::Body)
-        });
-        // The tree is gone; the body buffer is kept unless it is far larger than the next
-        // one is likely to be.
-        if self.body.capacity() > 4 * self.body.len().max(1 << 20) {
-            self.body = Vec::new();
+        let parsed = fetched.map(|pods| pods::groups(&pods));
+        if self.window.capacity() > POD_WINDOW {
+            self.window = Window::new(POD_WINDOW, MAX_POD_TOKEN);
         }
         match parsed {
             Ok(groups) => {
@@ -390,7 +405,8 @@ impl KubeletSd {
         }
     }
 
-    async fn fetch(&mut self) -> Result<(), KubeletError> {
+    /// Asks for `/pods` and reads the pods from the body as it comes.
+    async fn fetch(&mut self) -> Result<Vec<Pod>, KubeletError> {
         let req = self
             .client
             .start_request(&self.path, self.timeout, crate::USER_AGENT);
@@ -404,215 +420,29 @@ impl KubeletSd {
             req.extend_from_slice(b"\r\n");
         }
         self.client.send().await.map_err(KubeletError::Http)?;
-        self.body.clear();
+        self.window.clear();
+        let mut reader = PodListReader::new();
         loop {
-            let len = self.body.len();
-            self.body.resize(len + (64 << 10), 0);
-            let n = self
-                .client
-                .fill(&mut self.body[len..], MAX_PODS_BODY)
-                .await
-                .map_err(KubeletError::Http);
-            self.body.truncate(len + *n.as_ref().unwrap_or(&0));
-            if n? == 0 {
-                return Ok(());
+            let used = reader
+                .feed(self.window.data(), self.window.eof())
+                .map_err(KubeletError::Body)?;
+            self.window.consume(used);
+            if reader.is_done() {
+                // Only at the body's end: white space after the document is read to it.
+                return Ok(reader.into_pods());
             }
+            let space = self
+                .window
+                .space()
+                .map_err(|max| KubeletError::Body(PodListError::TokenTooLong(max)))?;
+            let n = self.client.fill(space, MAX_PODS_BODY).await;
+            self.window.filled(n.map_err(KubeletError::Http)?);
         }
     }
 
     /// The groups of the last good fetch: one per target.
     pub fn groups(&self) -> &[TargetGroup] {
         &self.groups
-    }
-}
-
-/// Prometheus' `strutil.SanitizeLabelName`: every character outside `[a-zA-Z0-9_]` becomes `_`.
-fn sanitize(name: &str, out: &mut String) {
-    out.extend(name.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || c == '_' {
-            c
-        } else {
-            '_'
-        }
-    }));
-}
-
-/// A mapping's value for `key`, if the node is a mapping that has it.
-fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
-    match &node.kind {
-        Kind::Map(entries) => entries.iter().find_map(|(k, v)| match &k.kind {
-            Kind::Scalar { text, .. } if text == key => Some(v),
-            _ => None,
-        }),
-        _ => None,
-    }
-}
-
-/// A scalar's text ("" for anything else, as Go leaves a missing string field empty).
-fn text(node: Option<&Node>) -> &str {
-    match node.map(|n| &n.kind) {
-        Some(Kind::Scalar { text, plain }) if !(*plain && text == "null") => text,
-        _ => "",
-    }
-}
-
-/// `node.key` as text.
-fn field<'n>(node: Option<&'n Node>, key: &str) -> &'n str {
-    text(node.and_then(|n| get(n, key)))
-}
-
-/// A sequence's items (none for anything else).
-fn items(node: Option<&Node>) -> &[Node] {
-    match node.map(|n| &n.kind) {
-        Some(Kind::Seq(items)) => items,
-        _ => &[],
-    }
-}
-
-/// A mapping's entries as text (none for anything else).
-fn string_map(node: Option<&Node>) -> Vec<(&str, &str)> {
-    match node.map(|n| &n.kind) {
-        Some(Kind::Map(entries)) => entries
-            .iter()
-            .map(|(k, v)| (text(Some(k)), text(Some(v))))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-const META: &str = "__meta_kubernetes_";
-
-/// The target groups of a `v1.PodList`, one per target, as Prometheus 2.42's role `pod`
-/// builds them (pod.go `buildPod`): a pod without an IP has none; every container, then every
-/// init container, gives one target per declared port (`podIP:port`) or, without ports, one
-/// at the pod IP. The pod's labels (`__meta_kubernetes_pod_*`, `..._namespace`) and the
-/// container's labels are merged into each group's labels, sorted; `__address__` is the
-/// group's one target. Empty values are kept, as Prometheus keeps them until relabeling.
-pub fn pod_groups(list: &Node) -> Result<Vec<TargetGroup>, String> {
-    if !matches!(list.kind, Kind::Map(_)) {
-        return Err("not a JSON object".to_owned());
-    }
-    let kind = text(get(list, "kind"));
-    if !kind.is_empty() && kind != "PodList" {
-        return Err(format!("kind {kind:?}, not PodList"));
-    }
-    let mut out = Vec::new();
-    for pod in items(get(list, "items")) {
-        let meta = get(pod, "metadata");
-        let spec = get(pod, "spec");
-        let status = get(pod, "status");
-        let pod_ip = text(status.and_then(|s| get(s, "podIP")));
-        if pod_ip.is_empty() {
-            continue;
-        }
-        let mut labels: Vec<(String, String)> = Vec::new();
-        let mut put = |name: &str, value: &str| {
-            labels.push((format!("{META}{name}"), value.to_owned()));
-        };
-        put("namespace", field(meta, "namespace"));
-        put("pod_name", field(meta, "name"));
-        put("pod_ip", pod_ip);
-        let ready = items(status.and_then(|s| get(s, "conditions")))
-            .iter()
-            .find(|c| text(get(c, "type")) == "Ready")
-            .map_or("unknown".to_owned(), |c| {
-                text(get(c, "status")).to_ascii_lowercase()
-            });
-        put("pod_ready", &ready);
-        put("pod_phase", field(status, "phase"));
-        put("pod_node_name", field(spec, "nodeName"));
-        put("pod_host_ip", field(status, "hostIP"));
-        put("pod_uid", field(meta, "uid"));
-        // GetControllerOf: the first owner reference with `controller: true`.
-        let controller = items(meta.and_then(|m| get(m, "ownerReferences")))
-            .iter()
-            .find(|r| matches!(get(r, "controller").map(|c| &c.kind), Some(Kind::Scalar { text, plain: true }) if text == "true"));
-        if let Some(c) = controller {
-            for (name, key) in [
-                ("pod_controller_kind", "kind"),
-                ("pod_controller_name", "name"),
-            ] {
-                let v = text(get(c, key));
-                if !v.is_empty() {
-                    put(name, v);
-                }
-            }
-        }
-        let mut name = String::new();
-        for (prefix, present, key) in [
-            ("pod_label_", "pod_labelpresent_", "labels"),
-            ("pod_annotation_", "pod_annotationpresent_", "annotations"),
-        ] {
-            for (k, v) in string_map(meta.and_then(|m| get(m, key))) {
-                name.clear();
-                sanitize(k, &mut name);
-                put(&format!("{prefix}{name}"), v);
-                put(&format!("{present}{name}"), "true");
-            }
-        }
-        // Two keys that sanitise alike: Go's map keeps one of them (which is unspecified);
-        // we keep the last written.
-        labels.reverse();
-        labels.sort_by(|a, b| a.0.cmp(&b.0));
-        labels.dedup_by(|b, a| a.0 == b.0);
-        let containers = items(spec.and_then(|s| get(s, "containers")));
-        let inits = items(spec.and_then(|s| get(s, "initContainers")));
-        let statuses = items(status.and_then(|s| get(s, "containerStatuses")));
-        let init_statuses = items(status.and_then(|s| get(s, "initContainerStatuses")));
-        let all = containers
-            .iter()
-            .map(|c| (c, false, statuses))
-            .chain(inits.iter().map(|c| (c, true, init_statuses)));
-        for (c, init, statuses) in all {
-            let cname = text(get(c, "name"));
-            let id = statuses
-                .iter()
-                .find(|s| text(get(s, "name")) == cname)
-                .map_or("", |s| text(get(s, "containerID")));
-            let container = [
-                ("pod_container_name", cname),
-                ("pod_container_id", id),
-                ("pod_container_image", text(get(c, "image"))),
-                ("pod_container_init", if init { "true" } else { "false" }),
-            ];
-            let ports = items(get(c, "ports"));
-            if ports.is_empty() {
-                let address = if pod_ip.contains(':') {
-                    format!("[{pod_ip}]")
-                } else {
-                    pod_ip.to_owned()
-                };
-                out.push(group(&labels, address, &container));
-                continue;
-            }
-            for port in ports {
-                let number = text(get(port, "containerPort"));
-                let address = if pod_ip.contains(':') {
-                    format!("[{pod_ip}]:{number}")
-                } else {
-                    format!("{pod_ip}:{number}")
-                };
-                let mut with_port = container.to_vec();
-                with_port.extend([
-                    ("pod_container_port_number", number),
-                    ("pod_container_port_name", text(get(port, "name"))),
-                    ("pod_container_port_protocol", text(get(port, "protocol"))),
-                ]);
-                out.push(group(&labels, address, &with_port));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn group(pod: &[(String, String)], address: String, extra: &[(&str, &str)]) -> TargetGroup {
-    let mut labels = pod.to_vec();
-    for (name, value) in extra {
-        set_label(&mut labels, &format!("{META}{name}"), value);
-    }
-    TargetGroup {
-        targets: vec![address],
-        labels,
     }
 }
 

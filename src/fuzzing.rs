@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::config::Config;
+use crate::discovery::pods::PodListReader;
 use crate::labels::{HonorLabels, LabelSet};
 use crate::parse::text::TextParser;
 use crate::parse::{Entry, Format, ParseError, Parser, Step};
@@ -76,6 +77,38 @@ fn split_agrees(format: Format, data: &[u8]) {
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = Config::parse(text, Path::new("fuzz.yml"), Path::new("."));
+    }
+}
+
+/// The kubelet `/pods` reader on arbitrary bytes: the first two bytes pick a cut, the rest
+/// is the body. Read whole and fed in two parts, the pods (or the error) must be the same,
+/// and their groups must build; never panics.
+pub fn pod_list(data: &[u8]) {
+    if data.len() < 2 {
+        return;
+    }
+    let body = &data[2..];
+    let cut = usize::from(u16::from_le_bytes([data[0], data[1]])) % (body.len() + 1);
+    let whole = crate::discovery::pods::read(body);
+    let mut reader = PodListReader::new();
+    let mut window: Vec<u8> = body[..cut].to_vec();
+    let mut rest = &body[cut..];
+    let split = loop {
+        let eof = rest.is_empty();
+        match reader.feed(&window, eof) {
+            Err(e) => break Err(e),
+            Ok(_) if reader.is_done() => break Ok(reader.into_pods()),
+            Ok(used) => {
+                assert!(!eof, "the reader stopped short of the end");
+                window.drain(..used);
+                window.extend_from_slice(rest);
+                rest = &[];
+            }
+        }
+    };
+    assert_eq!(whole, split, "split at {cut} changed the result");
+    if let Ok(pods) = whole {
+        let _ = crate::discovery::pods::groups(&pods);
     }
 }
 

@@ -37,3 +37,8 @@ fn config_inputs() {
 fn relabel_inputs() {
     replay("relabel", promlet::fuzzing::relabel);
 }
+
+#[test]
+fn pod_list_inputs() {
+    replay("pod_list", promlet::fuzzing::pod_list);
+}

@@ -9,6 +9,7 @@ use std::process::Child;
 
 pub mod harness;
 pub mod json;
+pub mod kubelet;
 pub mod peers;
 pub mod receiver;
 pub mod tls;

@@ -303,10 +303,8 @@ fn daemonset_config_passes_check_config_and_labels_targets_with_the_node() {
         );
     }
 
-    let pods = yaml::parse(POD_LIST)
-        .expect("pod list")
-        .expect("a document");
-    let groups = promlet::discovery::pod_groups(&pods).expect("pod groups");
+    let pods = promlet::discovery::pods::read(POD_LIST.as_bytes()).expect("pod list");
+    let groups = promlet::discovery::pods::groups(&pods);
     assert_eq!(
         targets(&config, "kubernetes-pods", &groups),
         [

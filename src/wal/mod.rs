@@ -999,15 +999,15 @@ impl Ring {
         series: S,
     ) -> Result<u64, WalError>
     where
-        S: ExactSizeIterator<Item = L> + Clone,
-        L: Iterator<Item = (&'s [u8], &'s [u8])> + Clone,
+        S: Iterator<Item = L>,
+        L: Iterator<Item = (&'s [u8], &'s [u8])>,
     {
-        record::encode_series_set(target, series, &mut self.payload);
-        chain.last = None;
-        chain.set = None;
-        let at = self.w.append(TYPE_SERIES_BLOCKS, &self.payload)?;
-        chain.set = Some(at);
-        Ok(at)
+        let mut blocks = SetBlocks::default();
+        for labels in series {
+            blocks.push(labels);
+        }
+        blocks.finish();
+        self.append_series_blocks(chain, target, &[&blocks])
     }
 
     /// [`Ring::append_series_set`] of a set built in [`SetBlocks`]: its series are those of

@@ -258,7 +258,9 @@ pub fn set_head(target: u64, count: usize) -> Vec<u8> {
 }
 
 /// Encodes a series-set payload ([`TYPE_SERIES_BLOCKS`]) into `out` (cleared): `series`
-/// yields each series' labels in order, each as (name, value) pairs.
+/// yields each series' labels in order, each as (name, value) pairs. Tests only: the ring
+/// writes sets from [`SetBlocks`] in place ([`super::Ring::append_series_blocks`]).
+#[cfg(test)]
 pub fn encode_series_set<'s, S, L>(target: u64, series: S, out: &mut Vec<u8>)
 where
     S: Iterator<Item = L>,

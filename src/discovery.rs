@@ -34,6 +34,7 @@
 //! tokens above [`MAX_POD_TOKEN`], fail.
 
 pub mod json;
+pub mod kubernetes;
 pub mod pods;
 #[cfg(test)]
 mod tree;
@@ -48,7 +49,7 @@ use crate::auth::Credentials;
 use crate::config::http::{Auth, HttpClientConfig, Secret};
 #[cfg(test)]
 use crate::config::yaml::{self, Node};
-use crate::config::{FileSdConfig, KubeletSdConfig, TargetGroup};
+use crate::config::{FileSdConfig, KubeletSdConfig, KubernetesSdConfig, TargetGroup};
 use crate::parse::Window;
 use crate::scrape::clock::Clock;
 use crate::scrape::http::{Client, HttpError};
@@ -410,34 +411,21 @@ impl KubeletSd {
         let req = self
             .client
             .start_request(&self.path, self.timeout, crate::USER_AGENT);
-        if let Some(value) = self
-            .credentials
-            .authorization(&self.auth)
-            .map_err(KubeletError::Credentials)?
-        {
-            req.extend_from_slice(b"Authorization: ");
-            req.extend_from_slice(value.as_bytes());
-            req.extend_from_slice(b"\r\n");
-        }
+        authorize(req, &mut self.credentials, &self.auth).map_err(KubeletError::Credentials)?;
         self.client.send().await.map_err(KubeletError::Http)?;
-        self.window.clear();
         let mut reader = PodListReader::new();
-        loop {
-            let used = reader
-                .feed(self.window.data(), self.window.eof())
-                .map_err(KubeletError::Body)?;
-            self.window.consume(used);
-            if reader.is_done() {
-                // Only at the body's end: white space after the document is read to it.
-                return Ok(reader.into_pods());
-            }
-            let space = self
-                .window
-                .space()
-                .map_err(|max| KubeletError::Body(PodListError::TokenTooLong(max)))?;
-            let n = self.client.fill(space, MAX_PODS_BODY).await;
-            self.window.filled(n.map_err(KubeletError::Http)?);
-        }
+        read_body(
+            &mut reader,
+            &mut self.window,
+            &mut self.client,
+            MAX_PODS_BODY,
+        )
+        .await
+        .map_err(|e| match e {
+            BodyError::Http(e) => KubeletError::Http(e),
+            BodyError::Body(e) => KubeletError::Body(e),
+        })?;
+        Ok(reader.into_pods())
     }
 
     /// The groups of the last good fetch: one per target.
@@ -446,17 +434,75 @@ impl KubeletSd {
     }
 }
 
-/// The discovery of one job: its providers, polled on their own schedules.
+/// Adds the `Authorization` header of `auth` to a request being built (token files are read
+/// now: they rotate).
+fn authorize(
+    req: &mut Vec<u8>,
+    credentials: &mut Credentials,
+    auth: &Auth,
+) -> Result<(), crate::auth::CredentialsError> {
+    if let Some(value) = credentials.authorization(auth)? {
+        req.extend_from_slice(b"Authorization: ");
+        req.extend_from_slice(value.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    Ok(())
+}
+
+/// Why a streamed body could not be read.
+#[derive(Debug)]
+enum BodyError {
+    Http(HttpError),
+    Body(PodListError),
+}
+
+/// Reads a whole list body (the response [`Client::send`] got) into `reader`, through
+/// `window`: at most `limit` bytes (0: no limit).
+async fn read_body(
+    reader: &mut PodListReader,
+    window: &mut Window,
+    client: &mut Client,
+    limit: u64,
+) -> Result<(), BodyError> {
+    window.clear();
+    loop {
+        let used = reader
+            .feed(window.data(), window.eof())
+            .map_err(BodyError::Body)?;
+        window.consume(used);
+        if reader.is_done() {
+            // Only at the body's end: white space after the document is read to it.
+            return Ok(());
+        }
+        let space = window
+            .space()
+            .map_err(|max| BodyError::Body(PodListError::TokenTooLong(max)))?;
+        let n = client.fill(space, limit).await;
+        window.filled(n.map_err(BodyError::Http)?);
+    }
+}
+
+/// The discovery of one job: its providers, polled on their own schedules, and the groups
+/// its Kubernetes informers publish (they run as tasks of their own: [`JobDiscovery::take_informers`]).
 #[derive(Debug)]
 pub struct JobDiscovery {
     files: Vec<(FileSd, Instant)>,
     kubelets: Vec<(KubeletSd, Instant)>,
+    informers: Vec<kubernetes::Informer>,
+    published: Vec<kubernetes::Published>,
+    /// Told by the informers when their groups change.
+    informed: smol::channel::Receiver<()>,
 }
 
 impl JobDiscovery {
-    /// The providers of `file_sd` and `kubelet_sd`; file_sd files are read now (blocking),
-    /// the kubelets are asked at the first [`JobDiscovery::step`].
-    pub fn new(file_sd: &[FileSdConfig], kubelet_sd: &[KubeletSdConfig]) -> JobDiscovery {
+    /// The providers of `file_sd`, `kubelet_sd` and `kubernetes_sd`; file_sd files are read
+    /// now (blocking), the kubelets are asked at the first [`JobDiscovery::step`], the API
+    /// servers once the informers run.
+    pub fn new(
+        file_sd: &[FileSdConfig],
+        kubelet_sd: &[KubeletSdConfig],
+        kubernetes_sd: &[KubernetesSdConfig],
+    ) -> JobDiscovery {
         let now = Instant::now();
         let files = file_sd
             .iter()
@@ -471,7 +517,30 @@ impl JobDiscovery {
             .iter()
             .map(|c| (KubeletSd::new(c), now))
             .collect();
-        JobDiscovery { files, kubelets }
+        let (notify, informed) = smol::channel::bounded(1);
+        let (informers, published) = kubernetes_sd
+            .iter()
+            .flat_map(|c| kubernetes::informers(c, &notify))
+            .unzip();
+        JobDiscovery {
+            files,
+            kubelets,
+            informers,
+            published,
+            informed,
+        }
+    }
+
+    /// The informers, to run as tasks (each until dropped) while this polls the rest.
+    pub fn take_informers(&mut self) -> Vec<kubernetes::Informer> {
+        std::mem::take(&mut self.informers)
+    }
+
+    /// Waits until an informer's groups change (never, if there are none).
+    pub async fn informed(&self) {
+        if self.published.is_empty() || self.informed.recv().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Runs the providers that are due; returns whether any group changed.
@@ -499,7 +568,7 @@ impl JobDiscovery {
         files.chain(self.kubelets.iter().map(|(_, n)| *n)).min()
     }
 
-    /// Every group discovered now, file_sd first, in config order.
+    /// Every group discovered now: file_sd, kubelet_sd, kubernetes_sd, each in config order.
     pub fn groups(&self) -> Vec<TargetGroup> {
         let mut out: Vec<TargetGroup> = Vec::new();
         for (f, _) in &self.files {
@@ -507,6 +576,9 @@ impl JobDiscovery {
         }
         for (k, _) in &self.kubelets {
             out.extend(k.groups().iter().cloned());
+        }
+        for p in &self.published {
+            out.extend(p.borrow().iter().cloned());
         }
         out
     }

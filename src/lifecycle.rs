@@ -23,7 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{error, info, warn};
 
 use crate::config::{
-    Config, FileSdConfig, KubeletSdConfig, RemoteWriteConfig, ScrapeConfig, TargetGroup,
+    Config, FileSdConfig, KubeletSdConfig, KubernetesSdConfig, RemoteWriteConfig, ScrapeConfig,
+    TargetGroup,
 };
 use crate::discovery::JobDiscovery;
 use crate::metadata;
@@ -49,8 +50,36 @@ struct Discovery {
     /// The configs it runs: a reload that changes them starts it anew.
     file_sd: Vec<FileSdConfig>,
     kubelet_sd: Vec<KubeletSdConfig>,
+    kubernetes_sd: Vec<KubernetesSdConfig>,
     groups: Rc<RefCell<Vec<TargetGroup>>>,
     _task: smol::Task<()>,
+    /// Its Kubernetes informers, one task each.
+    _informers: Vec<smol::Task<()>>,
+}
+
+impl Discovery {
+    /// Whether it runs exactly the discovery configs of `sc`.
+    fn runs(&self, sc: &ScrapeConfig) -> bool {
+        self.file_sd == sc.file_sd_configs
+            && self.kubelet_sd == sc.kubelet_sd_configs
+            && self.kubernetes_sd == sc.kubernetes_sd_configs
+    }
+}
+
+/// Whether `sc` discovers targets at run time.
+fn discovers(sc: &ScrapeConfig) -> bool {
+    !sc.file_sd_configs.is_empty()
+        || !sc.kubelet_sd_configs.is_empty()
+        || !sc.kubernetes_sd_configs.is_empty()
+}
+
+/// The discovery of `sc`'s job (its file_sd files read now).
+fn job_discovery(sc: &ScrapeConfig) -> JobDiscovery {
+    JobDiscovery::new(
+        &sc.file_sd_configs,
+        &sc.kubelet_sd_configs,
+        &sc.kubernetes_sd_configs,
+    )
 }
 
 /// Runs a job's discovery until dropped: each time its groups change they are published
@@ -61,15 +90,31 @@ async fn discover(
     changed: smol::channel::Sender<()>,
     clock: Rc<Clock>,
 ) {
+    let mut informed = false;
     loop {
-        if d.step(&clock).await {
+        if d.step(&clock).await || informed {
             *out.borrow_mut() = d.groups();
             let _ = changed.try_send(());
         }
-        match d.next_due() {
-            Some(at) => clock.sleep_until(at).await,
-            None => return,
-        }
+        informed = match d.next_due() {
+            Some(at) => {
+                smol::future::or(
+                    async {
+                        clock.sleep_until(at).await;
+                        false
+                    },
+                    async {
+                        d.informed().await;
+                        true
+                    },
+                )
+                .await
+            }
+            None => {
+                d.informed().await;
+                true
+            }
+        };
     }
 }
 
@@ -126,7 +171,7 @@ pub struct Agent {
     sync_thread: Option<SyncThread>,
     /// The targets' HELP/TYPE/UNIT, for the senders that send it.
     metadata: Arc<metadata::Store>,
-    /// Discovery per job name, for the jobs that have file_sd or kubelet_sd configs.
+    /// Discovery per job name, for the jobs that discover targets at run time.
     discoveries: HashMap<String, Discovery>,
     /// Discovery tasks say here that groups changed; see [`Agent::discovery_changes`].
     discovered_tx: smol::channel::Sender<()>,
@@ -225,11 +270,10 @@ impl Agent {
         // before the first scrape is appended.
         agent.start_senders();
         for sc in &config.scrape_configs {
-            if !sc.file_sd_configs.is_empty() || !sc.kubelet_sd_configs.is_empty() {
+            if discovers(sc) {
                 // file_sd files are read now, so their targets start with the static ones;
-                // the kubelets are asked as soon as the loop runs.
-                let d = JobDiscovery::new(&sc.file_sd_configs, &sc.kubelet_sd_configs);
-                agent.add_discovery(sc, d);
+                // the kubelets and API servers are asked as soon as the loop runs.
+                agent.add_discovery(sc, job_discovery(sc));
             }
         }
         agent.start_targets(&config);
@@ -242,7 +286,12 @@ impl Agent {
     }
 
     /// Publishes `d`'s groups for `sc`'s job and runs it as a task.
-    fn add_discovery(&mut self, sc: &ScrapeConfig, d: JobDiscovery) {
+    fn add_discovery(&mut self, sc: &ScrapeConfig, mut d: JobDiscovery) {
+        let informers = d
+            .take_informers()
+            .into_iter()
+            .map(|i| self.ex.spawn(i.run(Rc::clone(&self.clock))))
+            .collect();
         let groups = Rc::new(RefCell::new(d.groups()));
         let task = self.ex.spawn(discover(
             d,
@@ -255,8 +304,10 @@ impl Agent {
             Discovery {
                 file_sd: sc.file_sd_configs.clone(),
                 kubelet_sd: sc.kubelet_sd_configs.clone(),
+                kubernetes_sd: sc.kubernetes_sd_configs.clone(),
                 groups,
                 _task: task,
+                _informers: informers,
             },
         );
     }
@@ -327,17 +378,15 @@ impl Agent {
         // targets are compared, so that a changed job does not lose its targets meanwhile.
         let mut old = std::mem::take(&mut self.discoveries);
         for sc in &config.scrape_configs {
-            if sc.file_sd_configs.is_empty() && sc.kubelet_sd_configs.is_empty() {
+            if !discovers(sc) {
                 continue;
             }
             match old.remove(&sc.job_name) {
-                Some(d)
-                    if d.file_sd == sc.file_sd_configs && d.kubelet_sd == sc.kubelet_sd_configs =>
-                {
+                Some(d) if d.runs(sc) => {
                     self.discoveries.insert(sc.job_name.clone(), d);
                 }
                 _ => {
-                    let mut d = JobDiscovery::new(&sc.file_sd_configs, &sc.kubelet_sd_configs);
+                    let mut d = job_discovery(sc);
                     d.step(&self.clock).await;
                     self.add_discovery(sc, d);
                 }

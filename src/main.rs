@@ -116,7 +116,7 @@ fn describe(config: &Config) {
     );
     for sc in &config.scrape_configs {
         info!(
-            "job {:?}: every {} (timeout {}), {} static targets, {} file_sd, {} kubelet_sd",
+            "job {:?}: every {} (timeout {}), {} static targets, {} file_sd, {} kubelet_sd, {} kubernetes_sd",
             sc.job_name,
             format_duration(sc.scrape_interval),
             format_duration(sc.scrape_timeout),
@@ -125,7 +125,8 @@ fn describe(config: &Config) {
                 .map(|g| g.targets.len())
                 .sum::<usize>(),
             sc.file_sd_configs.len(),
-            sc.kubelet_sd_configs.len()
+            sc.kubelet_sd_configs.len(),
+            sc.kubernetes_sd_configs.len()
         );
     }
     for rw in &config.remote_write {

@@ -187,6 +187,46 @@ pub struct KubeletSdConfig {
     pub http: HttpClientConfig,
 }
 
+/// A `kubernetes_sd_configs` role promlet runs (Prometheus has four more; see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeRole {
+    /// `pod`: a target per declared container port, as `kubelet_sd_configs`.
+    Pod,
+    /// `node`: a target per node, at its kubelet's port.
+    Node,
+}
+
+impl KubeRole {
+    /// The role as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            KubeRole::Pod => "pod",
+            KubeRole::Node => "node",
+        }
+    }
+}
+
+/// One `kubernetes_sd_configs` entry: role `pod` or `node` from the API server, listed and
+/// then watched (`discovery::kubernetes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSdConfig {
+    /// `role`.
+    pub role: KubeRole,
+    /// `api_server`; none: the in-cluster config (`KUBERNETES_SERVICE_HOST`/`_PORT`, the
+    /// service account's token and CA).
+    pub api_server: Option<Url>,
+    /// `namespaces.names`; empty: every namespace (nodes have none).
+    pub namespaces: Vec<String>,
+    /// `namespaces.own_namespace`: also the pod's own namespace, read at start.
+    pub own_namespace: bool,
+    /// The `selectors` entry of this role: its `label` selector, as written.
+    pub label_selector: String,
+    /// Its `field` selector, as written (`spec.nodeName=$(NODE_NAME)` for a DaemonSet).
+    pub field_selector: String,
+    /// Auth and TLS for an explicit `api_server`.
+    pub http: HttpClientConfig,
+}
+
 /// The kubelet's port on the node itself, as `kubelet --port` defaults it.
 pub const DEFAULT_KUBELET_URL: &str = "https://localhost:10250";
 
@@ -217,6 +257,8 @@ pub struct ScrapeConfig {
     pub file_sd_configs: Vec<FileSdConfig>,
     /// The local kubelet's pods (promlet's extension).
     pub kubelet_sd_configs: Vec<KubeletSdConfig>,
+    /// Pods and nodes from the API server.
+    pub kubernetes_sd_configs: Vec<KubernetesSdConfig>,
     /// Rules applied to targets before scraping.
     pub relabel_configs: Vec<RelabelConfig>,
     /// Rules applied to every scraped series.
@@ -360,6 +402,9 @@ impl Config {
             for k in &mut sc.kubelet_sd_configs {
                 k.http.set_directory(dir);
             }
+            for k in &mut sc.kubernetes_sd_configs {
+                k.http.set_directory(dir);
+            }
             for f in &mut sc.file_sd_configs {
                 for pattern in &mut f.files {
                     if Path::new(pattern.as_str()).is_relative() {
@@ -470,7 +515,6 @@ const REFUSED_SD: &[&str] = &[
     "hetzner_sd_configs",
     "http_sd_configs",
     "ionos_sd_configs",
-    "kubernetes_sd_configs",
     "kuma_sd_configs",
     "lightsail_sd_configs",
     "linode_sd_configs",
@@ -806,6 +850,242 @@ fn kubelet_sd_configs(node: &Node, key: &str) -> Result<Vec<KubeletSdConfig>, Lo
     Ok(out)
 }
 
+/// Expands `${NAME}` in a selector with the environment variable `NAME` (a promlet extension:
+/// a DaemonSet's ConfigMap says `spec.nodeName=${NODE_NAME}`, the downward API sets it). An
+/// unset variable is refused, since an empty node name would select the unscheduled pods;
+/// `$$` is a `$`.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner
+                .find('}')
+                .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+            let name = &inner[..end];
+            let value = std::env::var(name)
+                .map_err(|_| format!("environment variable {name:?} is not set (in {text:?})"))?;
+            out.push_str(&value);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Checks a field selector the way apimachinery's `fields.ParseSelector` reads one: terms
+/// split at unescaped commas, each `key=value`, `key==value` or `key!=value` with a key.
+fn field_selector_error(selector: &str) -> Option<String> {
+    if selector.is_empty() {
+        return None;
+    }
+    let mut terms = Vec::new();
+    let (mut start, mut escaped) = (0, false);
+    for (i, c) in selector.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ',' => {
+                terms.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&selector[start..]);
+    for term in terms {
+        let op = term.find("!=").or_else(|| term.find('='));
+        match op {
+            Some(at) if at > 0 => {}
+            _ => {
+                return Some(format!(
+                    "invalid selector: '{selector}'; can't understand '{term}'"
+                ))
+            }
+        }
+    }
+    None
+}
+
+fn kubernetes_sd_configs(node: &Node, key: &str) -> Result<Vec<KubernetesSdConfig>, Located> {
+    let mut out = Vec::new();
+    for (i, item) in node.items(key)?.iter().enumerate() {
+        let k = index(key, i);
+        let mut role = None;
+        let mut api_server = None;
+        let mut namespaces = Vec::new();
+        let mut own_namespace = false;
+        let mut selectors: Vec<(String, String, String, u32)> = Vec::new();
+        let mut http = HttpKeys::new(item.line);
+        for (name, value) in item.entries(&k)? {
+            let kk = join(&k, name);
+            if http.take(name, value, &k)? {
+                continue;
+            }
+            match name {
+                "role" => {
+                    let text = value.string(&kk)?;
+                    role = Some(match text.as_str() {
+                        "pod" => KubeRole::Pod,
+                        "node" => KubeRole::Node,
+                        "service" | "endpoints" | "endpointslice" | "ingress" => {
+                            return Err(Located::new(
+                                value.line,
+                                &kk,
+                                format!(
+                                    "role {text:?} is not supported by promlet (pod and node are)"
+                                ),
+                            ))
+                        }
+                        _ => {
+                            return Err(Located::new(
+                                value.line,
+                                &kk,
+                                format!("unknown Kubernetes SD role {text:?}"),
+                            ))
+                        }
+                    });
+                }
+                "api_server" => {
+                    let text = value.string(&kk)?;
+                    let url = url::parse(&text).map_err(|e| Located::new(value.line, &kk, e))?;
+                    if !matches!(url.scheme.as_str(), "http" | "https") || url.host.is_empty() {
+                        return Err(Located::new(
+                            value.line,
+                            &kk,
+                            format!("{text:?} is not an http:// or https:// URL with a host"),
+                        ));
+                    }
+                    api_server = Some(url);
+                }
+                "namespaces" => {
+                    for (n, v) in value.entries(&kk)? {
+                        let nk = join(&kk, n);
+                        match n {
+                            "names" => {
+                                for (j, name) in v.items(&nk)?.iter().enumerate() {
+                                    namespaces.push(name.string(&index(&nk, j))?);
+                                }
+                            }
+                            "own_namespace" => own_namespace = v.boolean(&nk)?,
+                            _ => return Err(unknown(v.line, &nk)),
+                        }
+                    }
+                }
+                "selectors" => {
+                    for (j, sel) in value.items(&kk)?.iter().enumerate() {
+                        let sk = index(&kk, j);
+                        let (mut r, mut label, mut field) =
+                            (String::new(), String::new(), String::new());
+                        for (n, v) in sel.entries(&sk)? {
+                            let nk = join(&sk, n);
+                            match n {
+                                "role" => r = v.string(&nk)?,
+                                "label" => {
+                                    label = expand_env(&v.string(&nk)?)
+                                        .map_err(|e| Located::new(v.line, &nk, e))?;
+                                }
+                                "field" => {
+                                    field = expand_env(&v.string(&nk)?)
+                                        .map_err(|e| Located::new(v.line, &nk, e))?;
+                                }
+                                _ => return Err(unknown(v.line, &nk)),
+                            }
+                        }
+                        selectors.push((r, label, field, sel.line));
+                    }
+                }
+                "attach_metadata" => {
+                    for (n, v) in value.entries(&kk)? {
+                        let nk = join(&kk, n);
+                        match n {
+                            "node" if v.boolean(&nk)? => {
+                                return Err(Located::new(
+                                    v.line,
+                                    &nk,
+                                    "not supported by promlet (relabel with the pod's node name instead)",
+                                ))
+                            }
+                            "node" => {}
+                            _ => return Err(unknown(v.line, &nk)),
+                        }
+                    }
+                }
+                "kubeconfig_file" => {
+                    return Err(Located::new(
+                        value.line,
+                        &kk,
+                        "not supported by promlet (set api_server and its auth, or run in-cluster)",
+                    ))
+                }
+                _ => return Err(unknown(value.line, &kk)),
+            }
+        }
+        let Some(role) = role else {
+            return Err(Located::new(
+                item.line,
+                &k,
+                "role missing (one of: pod, service, endpoints, endpointslice, node, ingress)",
+            ));
+        };
+        let http = http.finish(&k)?;
+        if api_server.is_none() && http != HttpClientConfig::default() {
+            return Err(Located::new(
+                item.line,
+                &k,
+                "to use custom HTTP client configuration please provide the 'api_server' URL explicitly",
+            ));
+        }
+        let mut sd = KubernetesSdConfig {
+            role,
+            api_server,
+            namespaces,
+            own_namespace,
+            label_selector: String::new(),
+            field_selector: String::new(),
+            http,
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for (r, label, field, line) in &selectors {
+            let sk = join(&k, "selectors");
+            if seen.contains(&r.as_str()) {
+                return Err(Located::new(
+                    *line,
+                    &sk,
+                    format!("duplicated selector role: {r}"),
+                ));
+            }
+            seen.push(r);
+            if r != role.name() {
+                return Err(Located::new(
+                    *line,
+                    &sk,
+                    format!(
+                        "{} role supports only {} selectors",
+                        role.name(),
+                        role.name()
+                    ),
+                ));
+            }
+            if let Some(why) = field_selector_error(field) {
+                return Err(Located::new(*line, &sk, why));
+            }
+            sd.label_selector.clone_from(label);
+            sd.field_selector.clone_from(field);
+        }
+        out.push(sd);
+    }
+    Ok(out)
+}
+
 fn scrape_config(node: &Node, key: &str, global: &GlobalConfig) -> Result<ScrapeConfig, Located> {
     let mut sc = ScrapeConfig {
         job_name: String::new(),
@@ -820,6 +1100,7 @@ fn scrape_config(node: &Node, key: &str, global: &GlobalConfig) -> Result<Scrape
         static_configs: Vec::new(),
         file_sd_configs: Vec::new(),
         kubelet_sd_configs: Vec::new(),
+        kubernetes_sd_configs: Vec::new(),
         relabel_configs: Vec::new(),
         metric_relabel_configs: Vec::new(),
         http: HttpClientConfig::default(),
@@ -854,6 +1135,9 @@ fn scrape_config(node: &Node, key: &str, global: &GlobalConfig) -> Result<Scrape
             "kubelet_sd_configs" => sc
                 .kubelet_sd_configs
                 .extend(kubelet_sd_configs(value, &k)?),
+            "kubernetes_sd_configs" => sc
+                .kubernetes_sd_configs
+                .extend(kubernetes_sd_configs(value, &k)?),
             "relabel_configs" => sc.relabel_configs = relabel_configs(value, &k, "target")?,
             "metric_relabel_configs" => {
                 sc.metric_relabel_configs = relabel_configs(value, &k, "metric")?
@@ -862,7 +1146,7 @@ fn scrape_config(node: &Node, key: &str, global: &GlobalConfig) -> Result<Scrape
                 return Err(Located::new(
                     value.line,
                     &k,
-                    "not supported by promlet (use static_configs, file_sd_configs or kubelet_sd_configs)",
+                    "not supported by promlet (use static_configs, file_sd_configs, kubernetes_sd_configs or kubelet_sd_configs)",
                 ))
             }
             _ => return Err(unknown(value.line, &k)),

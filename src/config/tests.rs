@@ -176,8 +176,8 @@ fn every_rule_refuses_with_file_line_key_and_reason() {
         ),
         // Refused by name.
         (
-            job("    kubernetes_sd_configs: [{role: node}]\n"),
-            "p.yml:3: scrape_configs[0].kubernetes_sd_configs: not supported by promlet (use static_configs, file_sd_configs or kubelet_sd_configs)",
+            job("    consul_sd_configs: [{server: 'x:8500'}]\n"),
+            "p.yml:3: scrape_configs[0].consul_sd_configs: not supported by promlet (use static_configs, file_sd_configs, kubernetes_sd_configs or kubelet_sd_configs)",
         ),
         (
             job("    oauth2: {client_id: a}\n"),
@@ -361,6 +361,99 @@ fn kubelet_sd_configs_refuse_bad_keys() {
         ),
     ] {
         assert_eq!(err(&job(body)), want, "{body}");
+    }
+}
+
+#[test]
+fn kubernetes_sd_configs_load_roles_namespaces_and_selectors() {
+    let c = load(&job(concat!(
+        "    kubernetes_sd_configs:\n",
+        "      - role: node\n",
+        "      - role: pod\n",
+        "        api_server: https://10.43.0.1:6443\n",
+        "        bearer_token_file: tok\n",
+        "        tls_config: {ca_file: ca.crt}\n",
+        "        namespaces: {names: [shop], own_namespace: true}\n",
+        "        attach_metadata: {node: false}\n",
+        "        selectors:\n",
+        "          - {role: pod, field: 'spec.nodeName=edge-1', label: 'app=web'}\n",
+    )))
+    .expect("valid");
+    let k = &c.scrape_configs[0].kubernetes_sd_configs;
+    assert_eq!(k.len(), 2);
+    assert_eq!(k[0].role, KubeRole::Node);
+    assert_eq!(k[0].api_server, None, "in-cluster");
+    assert_eq!(k[0].http, HttpClientConfig::default());
+    assert_eq!(k[1].role, KubeRole::Pod);
+    assert_eq!(
+        k[1].api_server.as_ref().map(|u| u.host.as_str()),
+        Some("10.43.0.1:6443")
+    );
+    assert_eq!(k[1].namespaces, ["shop"]);
+    assert!(k[1].own_namespace);
+    assert_eq!(k[1].field_selector, "spec.nodeName=edge-1");
+    assert_eq!(k[1].label_selector, "app=web");
+    assert_eq!(k[1].http.tls_config.ca_file, "/etc/promlet/ca.crt");
+}
+
+#[test]
+fn kubernetes_sd_configs_refuse_as_prometheus_does() {
+    let at = "p.yml:3: scrape_configs[0].kubernetes_sd_configs[0]";
+    for (body, want) in [
+        ("[{}]", format!("{at}: role missing (one of: pod, service, endpoints, endpointslice, node, ingress)")),
+        ("[{role: pods}]", format!("{at}.role: unknown Kubernetes SD role \"pods\"")),
+        (
+            "[{role: endpoints}]",
+            format!("{at}.role: role \"endpoints\" is not supported by promlet (pod and node are)"),
+        ),
+        (
+            "[{role: pod, bearer_token_file: t}]",
+            format!("{at}: to use custom HTTP client configuration please provide the 'api_server' URL explicitly"),
+        ),
+        (
+            "[{role: pod, selectors: [{role: node, field: 'metadata.name=a'}]}]",
+            format!("{at}.selectors: pod role supports only pod selectors"),
+        ),
+        (
+            "[{role: pod, selectors: [{role: pod}, {role: pod}]}]",
+            format!("{at}.selectors: duplicated selector role: pod"),
+        ),
+        (
+            "[{role: pod, selectors: [{role: pod, field: 'spec.nodeName'}]}]",
+            format!("{at}.selectors: invalid selector: 'spec.nodeName'; can't understand 'spec.nodeName'"),
+        ),
+        (
+            "[{role: node, api_server: 'ftp://x'}]",
+            format!("{at}.api_server: \"ftp://x\" is not an http:// or https:// URL with a host"),
+        ),
+        (
+            "[{role: pod, attach_metadata: {node: true}}]",
+            format!("{at}.attach_metadata.node: not supported by promlet (relabel with the pod's node name instead)"),
+        ),
+        (
+            "[{role: pod, kubeconfig_file: k}]",
+            format!("{at}.kubeconfig_file: not supported by promlet (set api_server and its auth, or run in-cluster)"),
+        ),
+        ("[{role: pod, namespaces: {name: [a]}}]", format!("{at}.namespaces.name: unknown key")),
+    ] {
+        let body = format!("    kubernetes_sd_configs: {body}\n");
+        assert_eq!(err(&job(&body)), want, "{body}");
+    }
+    // `${NAME}` in a selector is the environment's (promlet's extension for DaemonSets).
+    let body = "    kubernetes_sd_configs: [{role: pod, selectors: [{role: pod, field: 'spec.nodeName=${PROMLET_TEST_UNSET_9F3}'}]}]\n";
+    assert_eq!(
+        err(&job(body)),
+        format!("{at}.selectors[0].field: environment variable \"PROMLET_TEST_UNSET_9F3\" is not set (in \"spec.nodeName=${{PROMLET_TEST_UNSET_9F3}}\")")
+    );
+    let path = std::env::var("PATH").expect("PATH is set where tests run");
+    assert_eq!(
+        expand_env("a=${PATH},b=$$x,c=$y").as_deref(),
+        Ok(format!("a={path},b=$x,c=$y").as_str())
+    );
+    assert!(expand_env("a=${PATH").is_err());
+    // Escaped commas and every operator are fields.ParseSelector's.
+    for ok in ["a=b", "a==b,c!=d", "metadata.name=x\\,y", ""] {
+        assert_eq!(field_selector_error(ok), None, "{ok}");
     }
 }
 

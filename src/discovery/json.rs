@@ -274,6 +274,14 @@ impl Lexer {
         self.offset
     }
 
+    /// After a document's value: another document may follow (a watch stream's next
+    /// event), where [`Lexer::next`] would otherwise refuse anything but white space.
+    pub fn next_document(&mut self) {
+        if self.expect == Expect::Trailer {
+            self.expect = Expect::Document;
+        }
+    }
+
     /// Open containers.
     pub fn depth(&self) -> usize {
         self.depth

@@ -18,7 +18,9 @@ use super::json::{JsonError, Lexer, Step, Token};
 use super::set_label;
 use crate::config::TargetGroup;
 
-/// One pod: the fields [`groups`] reads, as text.
+/// One pod: the fields [`groups`] reads, as text. A node from the API server is read into
+/// the same struct (its metadata is read alike), with the node fields below the pod ones;
+/// those stay empty for a pod, and the pod ones for a node.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pod {
     /// `metadata.name`.
@@ -51,6 +53,12 @@ pub struct Pod {
     pub statuses: Vec<ContainerStatus>,
     /// `status.initContainerStatuses`.
     pub init_statuses: Vec<ContainerStatus>,
+    /// A node's `spec.providerID`.
+    pub provider_id: String,
+    /// A node's `status.addresses`: (`type`, `address`), in document order.
+    pub addresses: Vec<(String, String)>,
+    /// A node's `status.daemonEndpoints.kubeletEndpoint.Port`, as written.
+    pub kubelet_port: String,
 }
 
 /// An owner reference.
@@ -113,8 +121,10 @@ pub enum PodListError {
     Empty,
     /// JSON, but not an object.
     NotObject,
-    /// An object of another `kind` (a `Status` with an error, usually).
-    Kind(String),
+    /// An object of another `kind` (a `Status` with an error, usually), and the kind asked for.
+    Kind(String, &'static str),
+    /// A watch event's `object` is not an object.
+    EventObject,
     /// One token (a string, usually) is longer than the window may grow.
     TokenTooLong(usize),
 }
@@ -125,7 +135,8 @@ impl fmt::Display for PodListError {
             PodListError::Json(e) => e.fmt(f),
             PodListError::Empty => f.write_str("empty body"),
             PodListError::NotObject => f.write_str("not a JSON object"),
-            PodListError::Kind(kind) => write!(f, "kind {kind:?}, not PodList"),
+            PodListError::Kind(kind, want) => write!(f, "kind {kind:?}, not {want}"),
+            PodListError::EventObject => f.write_str("a watch event without an object"),
             PodListError::TokenTooLong(max) => {
                 write!(f, "a JSON token longer than {max} bytes")
             }
@@ -145,7 +156,12 @@ impl std::error::Error for PodListError {
 /// Where in the pod list an open container is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
+    /// A list's top object.
     Root,
+    /// A list's `metadata`.
+    ListMeta,
+    /// A watch event's top object.
+    Event,
     Items,
     Pod,
     Metadata,
@@ -163,12 +179,30 @@ enum Place {
     Condition,
     Statuses,
     ContainerStatus,
+    Addresses,
+    Address,
+    DaemonEndpoints,
+    KubeletEndpoint,
 }
 
 /// A text field of the pod under construction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Text {
     Kind,
+    /// The list's `metadata.resourceVersion`.
+    ListVersion,
+    /// A watch event's `type`.
+    EventType,
+    /// A watch event object's `kind`, `code` and `message` (a `Status` on `ERROR`).
+    ObjectKind,
+    StatusCode,
+    StatusMessage,
+    /// An object's `metadata.resourceVersion` (kept for watch events only).
+    ObjectVersion,
+    ProviderId,
+    AddressType,
+    Address,
+    KubeletPort,
     Name,
     Namespace,
     Uid,
@@ -209,11 +243,20 @@ fn fields(place: Place) -> &'static [(&'static str, Slot)] {
     use Place as P;
     use Slot::{Into, Text as T};
     match place {
-        P::Root => &[("kind", T(Text::Kind)), ("items", Into(P::Items))],
+        P::Root => &[
+            ("kind", T(Text::Kind)),
+            ("metadata", Into(P::ListMeta)),
+            ("items", Into(P::Items)),
+        ],
+        P::ListMeta => &[("resourceVersion", T(Text::ListVersion))],
+        P::Event => &[("type", T(Text::EventType)), ("object", Into(P::Pod))],
         P::Pod => &[
             ("metadata", Into(P::Metadata)),
             ("spec", Into(P::Spec)),
             ("status", Into(P::Status)),
+            ("kind", T(Text::ObjectKind)),
+            ("code", T(Text::StatusCode)),
+            ("message", T(Text::StatusMessage)),
         ],
         P::Metadata => &[
             ("name", T(Text::Name)),
@@ -222,6 +265,7 @@ fn fields(place: Place) -> &'static [(&'static str, Slot)] {
             ("labels", Into(P::Map(false))),
             ("annotations", Into(P::Map(true))),
             ("ownerReferences", Into(P::Owners)),
+            ("resourceVersion", T(Text::ObjectVersion)),
         ],
         P::Owner => &[
             ("kind", T(Text::OwnerKind)),
@@ -232,6 +276,7 @@ fn fields(place: Place) -> &'static [(&'static str, Slot)] {
             ("nodeName", T(Text::NodeName)),
             ("containers", Into(P::Containers)),
             ("initContainers", Into(P::Containers)),
+            ("providerID", T(Text::ProviderId)),
         ],
         P::Container => &[
             ("name", T(Text::ContainerName)),
@@ -250,6 +295,8 @@ fn fields(place: Place) -> &'static [(&'static str, Slot)] {
             ("conditions", Into(P::Conditions)),
             ("containerStatuses", Into(P::Statuses)),
             ("initContainerStatuses", Into(P::Statuses)),
+            ("addresses", Into(P::Addresses)),
+            ("daemonEndpoints", Into(P::DaemonEndpoints)),
         ],
         P::Condition => &[
             ("type", T(Text::ConditionType)),
@@ -259,13 +306,20 @@ fn fields(place: Place) -> &'static [(&'static str, Slot)] {
             ("name", T(Text::StatusName)),
             ("containerID", T(Text::ContainerId)),
         ],
+        P::Address => &[
+            ("type", T(Text::AddressType)),
+            ("address", T(Text::Address)),
+        ],
+        P::DaemonEndpoints => &[("kubeletEndpoint", Into(P::KubeletEndpoint))],
+        P::KubeletEndpoint => &[("Port", T(Text::KubeletPort))],
         P::Items
         | P::Map(_)
         | P::Owners
         | P::Containers
         | P::Ports
         | P::Conditions
-        | P::Statuses => &[],
+        | P::Statuses
+        | P::Addresses => &[],
     }
 }
 
@@ -278,6 +332,7 @@ fn element(array: Place) -> Option<Place> {
         Place::Ports => Place::Port,
         Place::Conditions => Place::Condition,
         Place::Statuses => Place::ContainerStatus,
+        Place::Addresses => Place::Address,
         _ => return None,
     })
 }
@@ -288,15 +343,46 @@ struct Frame {
     place: Place,
     /// Bit `i`: key `i` of [`fields`] was read already; a repeat is skipped, as a lookup
     /// finds the first.
-    seen: u8,
+    seen: u16,
 }
 
-/// Reads a `v1.PodList` from its tokens as they stream, keeping the [`Pod`]s that have an
-/// IP (a pod without one makes no target). Nothing but the pods and a few small buffers is
-/// allocated; skipped values (most of a pod: `managedFields`, env, volumes, probes) are
-/// scanned and dropped.
+/// What a reader reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Doc {
+    /// The kubelet's `/pods`, or a pod list from the API server: a `PodList`, keeping only
+    /// the pods that have an IP (a pod without one makes no target).
+    #[default]
+    PodList,
+    /// A `NodeList` from the API server.
+    NodeList,
+    /// A watch stream: `{"type": …, "object": …}` documents one after the other, each
+    /// object a pod or a node (or a `Status`, on `ERROR`), read as [`WatchEvent`]s.
+    Events,
+}
+
+/// One event of a watch stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchEvent {
+    /// `type`: `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
+    pub kind: String,
+    /// The object (its node fields, for a node).
+    pub object: Pod,
+    /// The object's `kind` (`Status` on `ERROR`).
+    pub object_kind: String,
+    /// The object's `metadata.resourceVersion`.
+    pub version: String,
+    /// A `Status` object's `code` (`410` when the version is too old), as written.
+    pub code: String,
+    /// A `Status` object's `message`.
+    pub message: String,
+}
+
+/// Reads a `v1.PodList` (or a `NodeList`, or a watch stream: [`Doc`]) from its tokens as
+/// they stream. Nothing but the objects and a few small buffers is allocated; skipped values
+/// (most of a pod: `managedFields`, env, volumes, probes) are scanned and dropped.
 #[derive(Debug, Default)]
 pub struct PodListReader {
+    doc: Doc,
     lexer: Lexer,
     /// The walked containers, innermost last: at most 8 (root → items → pod → spec →
     /// containers → container → ports → port), whatever the body's depth.
@@ -310,6 +396,12 @@ pub struct PodListReader {
     /// are siblings, never nested, so the flag holds for the whole subtree of each.
     init: bool,
     kind: String,
+    /// The list's `metadata.resourceVersion`.
+    list_version: String,
+    /// The watch event being read (its object is the last of `pods`).
+    event: WatchEvent,
+    /// The events read, whole.
+    events: Vec<WatchEvent>,
     /// The pods read; the last is the one being read while inside `items`.
     pods: Vec<Pod>,
     /// Unescaped keys.
@@ -318,9 +410,27 @@ pub struct PodListReader {
 }
 
 impl PodListReader {
-    /// At the start of a body.
+    /// At the start of a `/pods` body.
     pub fn new() -> PodListReader {
         PodListReader::default()
+    }
+
+    /// At the start of a body of `doc`.
+    pub fn of(doc: Doc) -> PodListReader {
+        PodListReader {
+            doc,
+            ..PodListReader::default()
+        }
+    }
+
+    /// A list's `metadata.resourceVersion`, once read.
+    pub fn list_version(&self) -> &str {
+        &self.list_version
+    }
+
+    /// The watch events read whole since the last call.
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, WatchEvent> {
+        self.events.drain(..)
     }
 
     /// Reads every whole token at the front of `data`; returns how many bytes it used (the
@@ -329,6 +439,10 @@ impl PodListReader {
         let mut used = 0;
         while !self.done {
             match self.lexer.next(&data[used..], eof) {
+                // A stream of events may end between two, or hold none.
+                Err(e) if e.reason == super::json::Reason::NoValue && self.doc == Doc::Events => {
+                    self.done = true;
+                }
                 Err(e) if e.reason == super::json::Reason::NoValue => {
                     return Err(PodListError::Empty)
                 }
@@ -353,7 +467,9 @@ impl PodListReader {
     pub fn into_pods(mut self) -> Vec<Pod> {
         // An item of `items` that is not an object is a pod without an IP, like one whose
         // object has none (those are dropped as they end).
-        self.pods.retain(|p| !p.pod_ip.is_empty());
+        if self.doc == Doc::PodList {
+            self.pods.retain(|p| !p.pod_ip.is_empty());
+        }
         self.pods
     }
 
@@ -371,10 +487,12 @@ impl PodListReader {
             if t != Token::BeginObject {
                 return Err(PodListError::NotObject);
             }
-            self.frames.push(Frame {
-                place: Place::Root,
-                seen: 0,
-            });
+            let place = if self.doc == Doc::Events {
+                Place::Event
+            } else {
+                Place::Root
+            };
+            self.frames.push(Frame { place, seen: 0 });
             return Ok(());
         };
         if let Token::Key(k) = t {
@@ -411,8 +529,15 @@ impl PodListReader {
         }
         if matches!(t, Token::EndObject | Token::EndArray) {
             self.frames.pop();
-            if frame.place == Place::Pod && self.pods.last().is_some_and(|p| p.pod_ip.is_empty()) {
-                self.pods.pop();
+            match frame.place {
+                Place::Pod
+                    if self.doc == Doc::PodList
+                        && self.pods.last().is_some_and(|p| p.pod_ip.is_empty()) =>
+                {
+                    self.pods.pop();
+                }
+                Place::Event => self.end_event()?,
+                _ => {}
             }
             return Ok(());
         }
@@ -439,6 +564,9 @@ impl PodListReader {
                     t == Token::BeginObject
                 };
                 if fits {
+                    if place == Place::Pod && self.doc == Doc::Events {
+                        self.pods.push(Pod::default());
+                    }
                     self.frames.push(Frame { place, seen: 0 });
                 } else if open {
                     self.skipping = 1;
@@ -470,8 +598,13 @@ impl PodListReader {
                     Token::Bool(b) => out.push_str(if b { "true" } else { "false" }),
                     _ => {}
                 }
-                if field == Text::Kind && !self.kind.is_empty() && self.kind != "PodList" {
-                    return Err(PodListError::Kind(std::mem::take(&mut self.kind)));
+                let want = match self.doc {
+                    Doc::PodList => "PodList",
+                    Doc::NodeList => "NodeList",
+                    Doc::Events => "",
+                };
+                if field == Text::Kind && !self.kind.is_empty() && self.kind != want {
+                    return Err(PodListError::Kind(std::mem::take(&mut self.kind), want));
                 }
             }
             Slot::Skip => {
@@ -508,6 +641,7 @@ impl PodListReader {
                 }
             }
             Place::Condition => pod.conditions.push(Condition::default()),
+            Place::Address => pod.addresses.push((String::new(), String::new())),
             Place::ContainerStatus if init => pod.init_statuses.push(ContainerStatus::default()),
             Place::ContainerStatus => pod.statuses.push(ContainerStatus::default()),
             _ => {}
@@ -516,13 +650,34 @@ impl PodListReader {
 
     /// The text a field's value goes to, in the element being read.
     fn text_mut(&mut self, field: Text) -> Option<&mut String> {
-        if field == Text::Kind {
-            return Some(&mut self.kind);
+        let events = self.doc == Doc::Events;
+        match field {
+            Text::Kind => return Some(&mut self.kind),
+            Text::ListVersion => return Some(&mut self.list_version),
+            Text::EventType => return Some(&mut self.event.kind),
+            Text::ObjectKind if events => return Some(&mut self.event.object_kind),
+            Text::StatusCode if events => return Some(&mut self.event.code),
+            Text::StatusMessage if events => return Some(&mut self.event.message),
+            Text::ObjectVersion if events => return Some(&mut self.event.version),
+            Text::ObjectKind | Text::StatusCode | Text::StatusMessage | Text::ObjectVersion => {
+                return None
+            }
+            _ => {}
         }
         let init = self.init;
         let pod = self.pods.last_mut()?;
         Some(match field {
-            Text::Kind => return None,
+            Text::Kind
+            | Text::ListVersion
+            | Text::EventType
+            | Text::ObjectKind
+            | Text::StatusCode
+            | Text::StatusMessage
+            | Text::ObjectVersion => return None,
+            Text::ProviderId => &mut pod.provider_id,
+            Text::AddressType => &mut pod.addresses.last_mut()?.0,
+            Text::Address => &mut pod.addresses.last_mut()?.1,
+            Text::KubeletPort => &mut pod.kubelet_port,
             Text::Name => &mut pod.name,
             Text::Namespace => &mut pod.namespace,
             Text::Uid => &mut pod.uid,
@@ -544,6 +699,23 @@ impl PodListReader {
             Text::StatusName => &mut status_of(pod, init)?.name,
             Text::ContainerId => &mut status_of(pod, init)?.container_id,
         })
+    }
+}
+
+impl PodListReader {
+    /// A watch event's document ended: it is queued for [`PodListReader::take_events`], and
+    /// the lexer starts on the next document.
+    fn end_event(&mut self) -> Result<(), PodListError> {
+        let mut event = std::mem::take(&mut self.event);
+        match self.pods.pop() {
+            Some(object) => event.object = object,
+            // A `BOOKMARK` or an `ERROR` always has an object: one without is not a watch.
+            None => return Err(PodListError::EventObject),
+        }
+        self.pods.clear();
+        self.events.push(event);
+        self.lexer.next_document();
+        Ok(())
     }
 }
 
@@ -685,7 +857,7 @@ pub fn groups(pods: &[Pod]) -> Vec<TargetGroup> {
 }
 
 /// Prometheus' `strutil.SanitizeLabelName`: every character outside `[a-zA-Z0-9_]` becomes `_`.
-fn sanitize(name: &str, out: &mut String) {
+pub(super) fn sanitize(name: &str, out: &mut String) {
     out.extend(name.chars().map(|c| {
         if c.is_ascii_alphanumeric() || c == '_' {
             c

@@ -128,6 +128,8 @@ pub(super) fn pods_of(list: &Node) -> Result<Vec<Pod>, String> {
                 .collect(),
             statuses: statuses(status, "containerStatuses"),
             init_statuses: statuses(status, "initContainerStatuses"),
+            // Node fields: pods have none.
+            ..Pod::default()
         });
     }
     Ok(out)

@@ -558,6 +558,21 @@ impl Client {
         r
     }
 
+    /// Like [`Client::start_request`], for a JSON API (the Kubernetes API server): asks for
+    /// `application/json`, without the scrape's headers.
+    pub fn start_json_request(&mut self, path_and_query: &str, user_agent: &str) -> &mut Vec<u8> {
+        self.target.path_and_query.clear();
+        self.target.path_and_query.push_str(path_and_query);
+        let r = &mut self.headers;
+        r.clear();
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            r,
+            "User-Agent: {user_agent}\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n"
+        );
+        r
+    }
+
     /// Where the client is: the target, or a redirect's place.
     fn place(&self) -> &Place {
         if self.redirected {

@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::process::Child;
 
+pub mod apiserver;
 pub mod harness;
 pub mod json;
 pub mod kubelet;

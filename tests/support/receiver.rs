@@ -190,7 +190,7 @@ pub fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
 
 /// Writes one response with `Content-Length`; `close` adds `Connection: close`.
 pub fn respond(
-    stream: &mut impl Write,
+    stream: &mut (impl Write + ?Sized),
     status: &str,
     headers: &[(String, String)],
     body: &[u8],

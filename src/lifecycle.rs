@@ -210,14 +210,14 @@ fn wanted(
     let mut per_job = Vec::new();
     for sc in &config.scrape_configs {
         let job = Rc::new(sc.clone());
-        let (targets, errors) = match discoveries.get(&sc.job_name) {
-            Some(d) => {
-                let mut groups = sc.static_configs.clone();
-                groups.extend(d.groups.borrow().iter().cloned());
-                targets::build(&groups, sc)
-            }
-            None => targets::build(&sc.static_configs, sc),
-        };
+        let mut groups = sc.static_configs.clone();
+        if let Some(d) = discoveries.get(&sc.job_name) {
+            groups.extend(d.groups.borrow().iter().cloned());
+        }
+        // As Prometheus' discovery manager counts them: every target of every group, before
+        // relabeling and target_limit.
+        let discovered = groups.iter().map(|g| g.targets.len()).sum();
+        let (targets, errors) = targets::build(&groups, sc);
         for e in errors {
             warn!("{e}");
         }
@@ -228,10 +228,10 @@ fn wanted(
                 sc.job_name,
                 targets.len()
             );
-            per_job.push((sc.job_name.clone(), 0));
+            per_job.push((sc.job_name.clone(), discovered));
             continue;
         }
-        per_job.push((sc.job_name.clone(), targets.len()));
+        per_job.push((sc.job_name.clone(), discovered));
         all.extend(targets.into_iter().map(|t| (t, Rc::clone(&job))));
     }
     (all, per_job)

@@ -193,6 +193,9 @@ fn pod_and_node_targets_follow_the_api_server_through_cuts_and_410() {
         "the node's address is 127.0.0.41:10250"
     );
     assert_eq!(pod_requests(&api).0, 1, "one list");
+    // Counted before relabeling: web-a and quiet (the keep rule drops quiet).
+    let discovered = "prometheus_sd_discovered_targets{config=\"pods\",name=\"scrape\"}";
+    assert_eq!(promlet.metric(discovered), Some(2.0));
     assert!(
         api.requests()
             .iter()

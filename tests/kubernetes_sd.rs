@@ -109,6 +109,7 @@ fn pod_and_node_targets_follow_the_api_server_through_cuts_and_410() {
          \x20 - job_name: nodes\n    scrape_interval: 500ms\n    scrape_timeout: 400ms\n{}\
          \x20   relabel_configs:\n\
          \x20     - {{action: labelmap, regex: '__meta_kubernetes_(.+)', replacement: 'k8s_$1'}}\n\
+         \x20     - {{source_labels: [__address__], target_label: address}}\n\
          remote_write:\n  - url: {}\n",
         sd("pod", "        selectors: [{role: pod, field: spec.nodeName=edge-1}]\n"),
         sd("node", ""),
@@ -171,6 +172,7 @@ fn pod_and_node_targets_follow_the_api_server_through_cuts_and_410() {
     );
     let nodes: Vec<&Labels> = all.keys().filter(|l| l["job"] == "nodes").collect();
     let want_node: Labels = [
+        ("address", "127.0.0.41:10250"),
         ("instance", "edge-1"),
         ("job", "nodes"),
         ("k8s_node_address_Hostname", "edge-1"),

@@ -2,8 +2,9 @@
 # promlet's whole test suite in one command, on a fresh Debian (12) machine.
 # It installs what it needs (Debian packages, Rust components and targets), then runs:
 # rustfmt, clippy, the host test suite (unit, CLI, the differential test against promtool),
-# the library's unit tests on aarch64 and armv7 under qemu-user, and the static release
-# builds, each started under qemu. Needs root or sudo for apt-get, and rustup's cargo.
+# the library's unit tests on aarch64 and armv7 under qemu-user, the static release builds,
+# each started under qemu, and systemd-analyze on the systemd unit. Needs root or sudo for
+# apt-get, and rustup's cargo.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -21,6 +22,7 @@ DEBIAN_PACKAGES=(
   file                       # reports static linking
   openssl                    # test certificates and a TLS server for the sender's TLS test
   python3-venv               # a venv for kubernetes-validate (deploy/k8s manifests)
+  systemd                    # systemd-analyze checks systemd/promlet.service
 )
 RUST_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf x86_64-unknown-linux-musl)
 
@@ -105,6 +107,27 @@ for pair in aarch64-unknown-linux-musl:qemu-aarch64-static armv7-unknown-linux-g
   "$qemu" "target/$target/release/promlet" check config "$default_config"
 done
 rm -f "$default_config"
+
+step "systemd unit: systemd-analyze verify and security --offline (exposure at most 2.0)"
+unit_dir=$(mktemp -d)
+# verify refuses a unit whose ExecStart binary does not exist, and /usr/bin/promlet is not
+# installed on this machine (the .deb is only built here), so it checks a copy that names the
+# built amd64 binary instead; the copy differs from the unit in that path only.
+sed "s|^ExecStart=/usr/bin/promlet |ExecStart=$PWD/target/x86_64-unknown-linux-musl/release/promlet |" \
+  systemd/promlet.service > "$unit_dir/promlet.service"
+[ "$(diff systemd/promlet.service "$unit_dir/promlet.service" | grep -c '^[<>]')" = 2 ] ||
+  { echo "the unit's ExecStart line is not the one this step rewrites" >&2; exit 1; }
+# verify exits 0 after warning about an unknown key or a bad value: any output fails the step.
+verify=$(systemd-analyze verify "$unit_dir/promlet.service" 2>&1)
+rm -rf "$unit_dir"
+if [ -n "$verify" ]; then echo "$verify" >&2; exit 1; fi
+security=$(systemd-analyze security --offline=true systemd/promlet.service 2>&1)
+if grep -E '^/.*:[0-9]+: ' <<< "$security" >&2; then exit 1; fi
+grep '✗' <<< "$security" || true
+exposure=$(sed -n 's/.*Overall exposure level for promlet.service: \([0-9.]*\).*/\1/p' <<< "$security")
+[ -n "$exposure" ] || { echo "$security" >&2; echo "no exposure level found" >&2; exit 1; }
+awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }' || { echo "exposure $exposure is over 2.0" >&2; exit 1; }
+echo "systemd-analyze verify: no findings; exposure level $exposure (at most 2.0)"
 
 step "summary"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

@@ -3,8 +3,8 @@
 # It installs what it needs (Debian packages, Rust components and targets), then runs:
 # rustfmt, clippy, the host test suite (unit, CLI, the differential test against promtool),
 # the library's unit tests on aarch64 and armv7 under qemu-user, the static release builds,
-# each started under qemu, and systemd-analyze on the systemd unit. Needs root or sudo for
-# apt-get, and rustup's cargo.
+# each run end to end (under qemu for ARM) against node_exporter and Prometheus, and
+# systemd-analyze on the systemd unit. Needs root or sudo for apt-get, and rustup's cargo.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,6 +23,7 @@ DEBIAN_PACKAGES=(
   openssl                    # test certificates and a TLS server for the sender's TLS test
   python3-venv               # a venv for kubernetes-validate (deploy/k8s manifests)
   systemd                    # systemd-analyze checks systemd/promlet.service
+  strace                     # traces promlet's syscalls against the unit's filter
 )
 RUST_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf x86_64-unknown-linux-musl)
 
@@ -108,6 +109,10 @@ for pair in aarch64-unknown-linux-musl:qemu-aarch64-static armv7-unknown-linux-g
 done
 rm -f "$default_config"
 
+# Which qemu-user runs each release binary here; none for the host's own.
+declare -A RUNNER=([x86_64-unknown-linux-musl]="" [aarch64-unknown-linux-musl]=qemu-aarch64-static
+                   [armv7-unknown-linux-gnueabihf]=qemu-arm-static)
+
 step "systemd unit: systemd-analyze verify and security --offline (exposure at most 2.0)"
 unit_dir=$(mktemp -d)
 # verify refuses a unit whose ExecStart binary does not exist, and /usr/bin/promlet is not
@@ -128,6 +133,14 @@ exposure=$(sed -n 's/.*Overall exposure level for promlet.service: \([0-9.]*\).*
 [ -n "$exposure" ] || { echo "$security" >&2; echo "no exposure level found" >&2; exit 1; }
 awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }' || { echo "exposure $exposure is over 2.0" >&2; exit 1; }
 echo "systemd-analyze verify: no findings; exposure level $exposure (at most 2.0)"
+
+# tests/release.rs: each binary as it ships; the syscalls of each run traced (strace, or
+# qemu's -strace) and held to the unit's SystemCallFilter and RestrictAddressFamilies.
+step "release binaries end to end (node_exporter → promlet → Prometheus), syscalls traced"
+for target in "${RUST_TARGETS[@]}"; do
+  PROMLET_E2E_BIN="target/$target/release/promlet" PROMLET_E2E_RUNNER="${RUNNER[$target]}" \
+    cargo_test --test release -- --nocapture
+done
 
 step "summary"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

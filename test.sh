@@ -3,8 +3,10 @@
 # It installs what it needs (Debian packages, Rust components and targets), then runs:
 # rustfmt, clippy, the host test suite (unit, CLI, the differential test against promtool),
 # the library's unit tests on aarch64 and armv7 under qemu-user, the static release builds,
-# each run end to end (under qemu for ARM) against node_exporter and Prometheus, and
-# systemd-analyze on the systemd unit. Needs root or sudo for apt-get, and rustup's cargo.
+# each run end to end (under qemu for ARM) against node_exporter and Prometheus, and the
+# packaging: the systemd unit (systemd-analyze), the FROM-scratch image's root run chrooted.
+# Needs root (sudo for apt-get is not enough: the image root is chowned and chrooted into),
+# and rustup's cargo.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -140,6 +142,41 @@ step "release binaries end to end (node_exporter → promlet → Prometheus), sy
 for target in "${RUST_TARGETS[@]}"; do
   PROMLET_E2E_BIN="target/$target/release/promlet" PROMLET_E2E_RUNNER="${RUNNER[$target]}" \
     cargo_test --test release -- --nocapture
+done
+
+# No container engine here: deploy/container/image-root.sh applies the Containerfile to the
+# context deploy/container/context.sh makes, and the binary runs chrooted in that root as the
+# image's user. For ARM the static qemu is copied in; nothing else is added.
+step "container image root (FROM scratch), chrooted as the image's user"
+[ "$(id -u)" = 0 ] || { echo "this step needs root: it chowns the image root and chroots into it" >&2; exit 1; }
+context="$PWD/target/container"
+deploy/container/context.sh "$context"
+for pair in linux/amd64:x86_64-unknown-linux-musl linux/arm64:aarch64-unknown-linux-musl \
+            linux/arm/v7:armv7-unknown-linux-gnueabihf; do
+  platform=${pair%%:*}; target=${pair#*:}; qemu=${RUNNER[$target]}
+  root="$context/image-${platform//\//-}"
+  eval "$(deploy/container/image-root.sh "$context" "$platform" "$root")"
+  files=$(cd "$root" && find . -printf '%M %U:%G %p\n' | sort -k3 | tr '\n' ' ')
+  expected="drwxr-xr-x 0:0 . drwx------ 65532:65532 ./data drwxr-xr-x 0:0 ./etc -rw-r--r-- 0:0 ./etc/group -rw-r--r-- 0:0 ./etc/passwd drwxr-xr-x 0:0 ./etc/promlet -rw-r--r-- 0:0 ./etc/promlet/prometheus.yml -rwxr-xr-x 0:0 ./promlet "
+  [ "$files" = "$expected" ] || { echo "$platform image root: $files" >&2; exit 1; }
+  grep -q "^promlet:x:${IMAGE_USER%%:*}:${IMAGE_USER##*:}:" "$root/etc/passwd"
+  runner=(chroot "--userspec=$IMAGE_USER" "$root")
+  if [ -n "$qemu" ]; then cp "$(command -v "$qemu")" "$root/"; runner+=("/$qemu"); fi
+  config=; storage=
+  for word in $IMAGE_CMD; do
+    case "$word" in
+      --config.file=*) config=${word#*=} ;;
+      --storage.agent.path=*) storage=${word#*=} ;;
+    esac
+  done
+  [ "$storage" = "$IMAGE_VOLUME" ] || { echo "CMD's ring is in $storage, the VOLUME is $IMAGE_VOLUME" >&2; exit 1; }
+  echo "$platform: $files"
+  "${runner[@]}" $IMAGE_ENTRYPOINT --version
+  "${runner[@]}" $IMAGE_ENTRYPOINT check config "$config"
+  PROMLET_E2E_ROOT="$root" PROMLET_E2E_STORAGE="$IMAGE_VOLUME" PROMLET_E2E_BIN="$IMAGE_ENTRYPOINT" \
+    PROMLET_E2E_RUNNER="${runner[*]}" \
+    cargo_test --test release -- --nocapture --exact scrapes_node_exporter_and_remote_writes_to_prometheus
+  ls -ln "$root$IMAGE_VOLUME"
 done
 
 step "summary"

@@ -4,9 +4,9 @@
 # rustfmt, clippy, the host test suite (unit, CLI, the differential test against promtool),
 # the library's unit tests on aarch64 and armv7 under qemu-user, the static release builds,
 # each run end to end (under qemu for ARM) against node_exporter and Prometheus, and the
-# packaging: the systemd unit (systemd-analyze), the FROM-scratch image's root run chrooted.
-# Needs root (sudo for apt-get is not enough: the image root is chowned and chrooted into),
-# and rustup's cargo.
+# packaging: the systemd unit (systemd-analyze), the FROM-scratch image's root run chrooted,
+# the .deb packages. Needs root (sudo for apt-get is not enough: the image root is chowned and
+# chrooted into), and rustup's cargo.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -177,6 +177,53 @@ for pair in linux/amd64:x86_64-unknown-linux-musl linux/arm64:aarch64-unknown-li
     PROMLET_E2E_RUNNER="${runner[*]}" \
     cargo_test --test release -- --nocapture --exact scrapes_node_exporter_and_remote_writes_to_prometheus
   ls -ln "$root$IMAGE_VOLUME"
+done
+
+step ".deb packages (dpkg-deb -I and -c; unpacked with dpkg-deb -x, never installed)"
+deploy/deb/build.sh target/deb
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+deb_expected="drwxr-xr-x root/root ./
+drwxr-xr-x root/root ./etc/
+drwxr-xr-x root/root ./etc/default/
+-rw-r--r-- root/root ./etc/default/promlet
+drwxr-xr-x root/root ./etc/promlet/
+-rw-r--r-- root/root ./etc/promlet/prometheus.yml
+drwxr-xr-x root/root ./lib/
+drwxr-xr-x root/root ./lib/systemd/
+drwxr-xr-x root/root ./lib/systemd/system/
+-rw-r--r-- root/root ./lib/systemd/system/promlet.service
+drwxr-xr-x root/root ./usr/
+drwxr-xr-x root/root ./usr/bin/
+-rwxr-xr-x root/root ./usr/bin/promlet
+drwxr-xr-x root/root ./usr/share/
+drwxr-xr-x root/root ./usr/share/doc/
+drwxr-xr-x root/root ./usr/share/doc/promlet/
+-rw-r--r-- root/root ./usr/share/doc/promlet/README.md
+-rw-r--r-- root/root ./usr/share/doc/promlet/copyright"
+for triple in amd64:x86_64-unknown-linux-musl:x86-64 arm64:aarch64-unknown-linux-musl:"ARM aarch64" \
+              armhf:armv7-unknown-linux-gnueabihf:"ARM, EABI5"; do
+  IFS=: read -r arch target elf <<< "$triple"
+  deb="target/deb/promlet_${version}_$arch.deb"
+  [ "$(dpkg-deb -f "$deb" Package Version Architecture)" = "Package: promlet
+Version: $version
+Architecture: $arch" ]
+  [ "$(dpkg-deb -I "$deb" conffiles)" = "/etc/default/promlet
+/etc/promlet/prometheus.yml" ]
+  contents=$(dpkg-deb -c "$deb" | awk '{ print $1, $2, $6 }')
+  [ "$contents" = "$deb_expected" ] || { echo "$deb holds:" >&2; echo "$contents" >&2; exit 1; }
+  unpacked=$(mktemp -d)
+  dpkg-deb -x "$deb" "$unpacked"
+  cmp "$unpacked/usr/bin/promlet" "target/$target/release/promlet"
+  cmp "$unpacked/lib/systemd/system/promlet.service" systemd/promlet.service
+  cmp "$unpacked/etc/default/promlet" systemd/promlet.default
+  cmp "$unpacked/etc/promlet/prometheus.yml" src/config/default.yml
+  file -b "$unpacked/usr/bin/promlet" | grep -q "$elf" || { echo "$deb: not $elf" >&2; exit 1; }
+  qemu=${RUNNER[$target]}
+  [ "$(${qemu:+"$qemu"} "$unpacked/usr/bin/promlet" --version)" = "promlet $version" ]
+  ${qemu:+"$qemu"} "$unpacked/usr/bin/promlet" check config "$unpacked/etc/promlet/prometheus.yml" >/dev/null
+  rm -rf "$unpacked"
+  printf '%-28s %9d bytes: %d paths as expected, conffiles, %s binary runs, its config checks valid\n' \
+    "$(basename "$deb")" "$(stat -c %s "$deb")" "$(wc -l <<< "$contents")" "$elf"
 done
 
 step "summary"

@@ -4,9 +4,9 @@
 # rustfmt, clippy, the host test suite (unit, CLI, the differential test against promtool),
 # the library's unit tests on aarch64 and armv7 under qemu-user, the static release builds,
 # each run end to end (under qemu for ARM) against node_exporter and Prometheus, and the
-# packaging: the systemd unit (systemd-analyze), the FROM-scratch image's root run chrooted,
-# the .deb packages. Needs root (sudo for apt-get is not enough: the image root is chowned and
-# chrooted into), and rustup's cargo.
+# packaging: Cross.toml, the systemd unit (systemd-analyze), the FROM-scratch image's root run
+# chrooted, the .deb packages. Needs root (sudo for apt-get is not enough: the image root is
+# chowned and chrooted into), and rustup's cargo.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -114,6 +114,22 @@ rm -f "$default_config"
 # Which qemu-user runs each release binary here; none for the host's own.
 declare -A RUNNER=([x86_64-unknown-linux-musl]="" [aarch64-unknown-linux-musl]=qemu-aarch64-static
                    [armv7-unknown-linux-gnueabihf]=qemu-arm-static)
+
+# cross itself needs a container engine, absent here (README: Builds and packaging).
+step "Cross.toml agrees with .cargo/config.toml"
+python3 - "${RUST_TARGETS[@]}" <<'PY'
+import sys, tomllib
+cross = tomllib.load(open("Cross.toml", "rb"))["target"]
+cargo = tomllib.load(open(".cargo/config.toml", "rb"))["target"]
+for t in sys.argv[1:]:
+    assert t in cross, f"Cross.toml has no [target.{t}]"
+    flags = " ".join(cargo[t].get("rustflags", []))
+    if flags:
+        env = f"CARGO_TARGET_{t.upper().replace('-', '_')}_RUSTFLAGS={flags}"
+        passed = cross[t].get("env", {}).get("passthrough", [])
+        assert env in passed, f"Cross.toml: [target.{t}.env] passthrough lacks {env}"
+print("Cross.toml: a table for each of", ", ".join(sys.argv[1:]), "with .cargo/config.toml's rustflags")
+PY
 
 step "systemd unit: systemd-analyze verify and security --offline (exposure at most 2.0)"
 unit_dir=$(mktemp -d)

@@ -132,7 +132,7 @@ pub fn node_exporter() -> Peer {
     Peer::spawn("prometheus-node-exporter", &args, port, "/metrics")
 }
 
-/// promlet itself, run from the test build, stderr kept in `dir/promlet.log`.
+/// promlet itself as a process, stderr kept in a log file.
 pub struct Promlet {
     /// Its web port.
     pub port: u16,
@@ -140,40 +140,67 @@ pub struct Promlet {
     pub process: Killed,
     /// Its log file.
     pub log: PathBuf,
+    /// The pid signals go to: the process's own, or the child a runner that does not exec
+    /// (strace) started; see [`Promlet::signal_the_runners_child`].
+    pid: u32,
 }
 
 impl Promlet {
-    /// Starts promlet on `config` (YAML text, written to `dir/promlet.yml`), its ring in
-    /// `dir/data`, with `extra` flags; waits for `/-/ready`.
+    /// Starts promlet from the test build on `config` (YAML text, written to
+    /// `dir/promlet.yml`), its ring in `dir/data`, with `extra` flags, stderr kept in
+    /// `dir/promlet.log`; waits for `/-/ready`.
     pub fn start(dir: &Path, config: &str, extra: &[&str]) -> Promlet {
         let file = dir.join("promlet.yml");
         std::fs::write(&file, config).expect("config");
         let port = free_port();
-        let log = dir.join("promlet.log");
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_promlet"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_promlet"));
+        command
             .arg("--config.file")
             .arg(&file)
             .arg("--storage.agent.path")
             .arg(dir.join("data"))
             .args(["--storage.agent.size", "4MiB"])
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args(extra)
+            .args(extra);
+        Promlet::spawn(command, port, dir.join("promlet.log"))
+    }
+
+    /// Spawns `command`, a whole promlet command line (any binary, behind any runner) that
+    /// serves on 127.0.0.1:`port`, its stderr appended to `log`; waits for `/-/ready`.
+    pub fn spawn(mut command: Command, port: u16, log: PathBuf) -> Promlet {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = command
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("promlet runs");
+            .unwrap_or_else(|e| panic!("{command:?} not runnable: {e}"));
+        let pid = child.id();
         let p = Promlet {
             port,
             process: Killed(child),
             log,
+            pid,
         };
         wait_ready(port, "/-/ready");
         p
+    }
+
+    /// Sends signals to the one child of the process from now on: a runner such as strace
+    /// forks promlet rather than becoming it, and a signal to the runner would not reach it.
+    pub fn signal_the_runners_child(&mut self) {
+        let runner = self.process.0.id();
+        let children = std::fs::read_to_string(format!("/proc/{runner}/task/{runner}/children"))
+            .expect("the runner's children");
+        let pids: Vec<u32> = children
+            .split_whitespace()
+            .map(|p| p.parse().expect("a pid"))
+            .collect();
+        assert_eq!(pids.len(), 1, "the runner {runner} has children {pids:?}");
+        self.pid = pids[0];
     }
 
     /// Its log so far.
@@ -183,7 +210,7 @@ impl Promlet {
 
     /// Its pid.
     pub fn pid(&self) -> u32 {
-        self.process.0.id()
+        self.pid
     }
 
     /// Sends `signal` (`TERM`, `HUP`) to it, by pid.
@@ -203,6 +230,8 @@ impl Promlet {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.process.0.try_wait().expect("wait") {
+                // Exited: nothing is left for `Drop` to kill by that pid.
+                self.pid = self.process.0.id();
                 return status.code().unwrap_or(-1);
             }
             assert!(
@@ -233,6 +262,17 @@ impl Promlet {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Promlet {
+    /// A runner's child is killed too: a tracer killed by `Killed` leaves its tracee running.
+    fn drop(&mut self) {
+        if self.pid != self.process.0.id() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
         }
     }
 }

@@ -202,12 +202,18 @@ type EndpointFamily = (
 /// Every target of `config` (static, and discovered as `discoveries` hold them now), with
 /// its job. Targets the relabel rules drop are left out; targets Prometheus would refuse are
 /// logged and left out.
-fn wanted(
-    config: &Config,
-    discoveries: &HashMap<String, Discovery>,
-) -> (Vec<JobTarget>, Vec<(String, usize)>) {
+/// What the jobs want: their targets, each job's discovered count, and the jobs over their
+/// `target_limit` (job name → (targets, limit)).
+type Wanted = (
+    Vec<JobTarget>,
+    Vec<(String, usize)>,
+    HashMap<String, (u64, u64)>,
+);
+
+fn wanted(config: &Config, discoveries: &HashMap<String, Discovery>) -> Wanted {
     let mut all = Vec::new();
     let mut per_job = Vec::new();
+    let mut exceeded = HashMap::new();
     for sc in &config.scrape_configs {
         let job = Rc::new(sc.clone());
         let mut groups = sc.static_configs.clone();
@@ -223,18 +229,19 @@ fn wanted(
         }
         let limit = sc.limits.target_limit;
         if limit > 0 && targets.len() as u64 > limit {
+            // As Prometheus' scrape pool: the targets stay, and every scrape of each fails
+            // with the error (`up` 0, the last scrape's series stale-marked).
             warn!(
-                "job {:?}: {} targets exceed target_limit {limit}; none is scraped",
+                "job {:?}: {} targets exceed target_limit {limit}; each scrape fails until they fit",
                 sc.job_name,
                 targets.len()
             );
-            per_job.push((sc.job_name.clone(), discovered));
-            continue;
+            exceeded.insert(sc.job_name.clone(), (targets.len() as u64, limit));
         }
         per_job.push((sc.job_name.clone(), discovered));
         all.extend(targets.into_iter().map(|t| (t, Rc::clone(&job))));
     }
-    (all, per_job)
+    (all, per_job, exceeded)
 }
 
 impl Agent {
@@ -315,9 +322,10 @@ impl Agent {
     /// Applies what discovery found: targets added start, removed ones are stopped and
     /// stale-marked, unchanged ones keep running, exactly as at a reload.
     pub async fn rediscover(&mut self) {
-        let (targets, per_job) = wanted(&self.config, &self.discoveries);
+        let (targets, per_job, exceeded) = wanted(&self.config, &self.discoveries);
         *self.shared.discovered.borrow_mut() = per_job;
         let (added, removed, restarted) = self.reconcile(targets).await;
+        self.force_target_limits(&exceeded);
         if added + removed + restarted > 0 {
             info!("discovery: targets: {added} added, {removed} removed (stale-marked), {restarted} restarted with new settings");
         }
@@ -362,12 +370,22 @@ impl Agent {
     }
 
     fn start_targets(&mut self, config: &Config) {
-        let (targets, per_job) = wanted(config, &self.discoveries);
+        let (targets, per_job, exceeded) = wanted(config, &self.discoveries);
         *self.shared.discovered.borrow_mut() = per_job;
         for (t, job) in targets {
             if !self.running.contains_key(&t.key()) {
                 self.spawn(t, job, None);
             }
+        }
+        self.force_target_limits(&exceeded);
+    }
+
+    /// Tells every running target whether its job is over its `target_limit` (before its
+    /// next scrape: no task runs between a spawn and this).
+    fn force_target_limits(&self, exceeded: &HashMap<String, (u64, u64)>) {
+        for r in self.running.values() {
+            r.stop
+                .force_target_limit(exceeded.get(&r.job.job_name).copied());
         }
     }
 
@@ -393,9 +411,10 @@ impl Agent {
             }
         }
         drop(old);
-        let (targets, per_job) = wanted(&config, &self.discoveries);
+        let (targets, per_job, exceeded) = wanted(&config, &self.discoveries);
         *self.shared.discovered.borrow_mut() = per_job;
         let (added, removed, restarted) = self.reconcile(targets).await;
+        self.force_target_limits(&exceeded);
         info!("targets: {added} added, {removed} removed (stale-marked), {restarted} restarted with new settings");
         let endpoints_changed = self.config.remote_write != config.remote_write
             || self.config.global.external_labels != config.global.external_labels;

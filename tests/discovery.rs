@@ -395,3 +395,67 @@ fn kubelet_sd_discovers_pods_over_https_with_a_bearer_token() {
     assert!(!promlet.log().contains("s3cr3t"));
     assert_eq!(promlet.stop(), 0);
 }
+
+/// The bits of a float sample.
+fn bits(v: f64) -> u64 {
+    v.to_bits()
+}
+
+#[test]
+fn a_job_over_its_target_limit_reports_every_target_down_until_it_fits() {
+    let dir = TempDir::new("discovery-target-limit");
+    let sd = dir.join("sd");
+    std::fs::create_dir_all(&sd).expect("sd dir");
+    let (a, a_hits) = fixed_target();
+    let (b, b_hits) = fixed_target();
+    let (ia, ib) = (format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}"));
+    std::fs::write(
+        sd.join("t.json"),
+        format!(r#"[{{"targets": ["{ia}", "{ib}"]}}]"#),
+    )
+    .expect("t.json");
+    let receiver = Scripted::start(Vec::new(), Answer::ok());
+    let config = format!(
+        "scrape_configs:\n  - job_name: lim\n    scrape_interval: 500ms\n    scrape_timeout: 400ms\n\
+         \x20   target_limit: 1\n\
+         \x20   file_sd_configs:\n      - files: [sd/t.json]\n        refresh_interval: 1s\n\
+         remote_write:\n  - url: {}\n",
+        receiver.url()
+    );
+    let promlet = Promlet::start(&dir.0, &config, &["--log.level=info"]);
+    let long = Duration::from_secs(15);
+    // Two targets, limit 1: as Prometheus' scrape pool, both stay, every scrape fails with
+    // the forced error (`up` 0) and neither target is asked.
+    let down = |inst: &str| {
+        up_of(&receiver, &[("instance", inst)])
+            .iter()
+            .any(|(_, v)| v.len() >= 3 && v.iter().all(|&x| x == bits(0.0)))
+    };
+    promlet.wait_for(long, "a and b down three times", || down(&ia) && down(&ib));
+    assert_eq!(
+        a_hits.load(Ordering::SeqCst),
+        0,
+        "not scraped while over the limit"
+    );
+    assert_eq!(b_hits.load(Ordering::SeqCst), 0);
+    assert!(
+        promlet
+            .log()
+            .contains("target_limit exceeded (number of targets: 2, limit: 1)"),
+        "{}",
+        promlet.log()
+    );
+    let discovered = "prometheus_sd_discovered_targets{config=\"lim\",name=\"scrape\"}";
+    assert_eq!(promlet.metric(discovered), Some(2.0));
+
+    // One target goes: the job fits, a is scraped again (up 1), b is stale-marked.
+    std::fs::write(sd.join("t.json"), format!(r#"[{{"targets": ["{ia}"]}}]"#)).expect("t.json");
+    promlet.wait_for(long, "a up, b stale", || {
+        up_of(&receiver, &[("instance", &ia)])
+            .iter()
+            .any(|(_, v)| v.contains(&bits(1.0)))
+            && is_stale(&receiver, &[("instance", &ib)])
+    });
+    assert!(a_hits.load(Ordering::SeqCst) > 0);
+    assert_eq!(promlet.stop(), 0);
+}

@@ -111,6 +111,9 @@ pub enum ScrapeError {
     DuplicateLabel(String),
     /// The credentials file could not be read.
     Credentials(CredentialsError),
+    /// The job has more targets than its `target_limit` (targets, limit): each of them fails
+    /// without being asked, as Prometheus' scrape pool forces the error on its loops.
+    TargetLimit(u64, u64),
 }
 
 impl fmt::Display for ScrapeError {
@@ -130,6 +133,10 @@ impl fmt::Display for ScrapeError {
             ScrapeError::NoName => f.write_str("__name__ label is missing"),
             ScrapeError::DuplicateLabel(name) => write!(f, "label name {name:?} is not unique"),
             ScrapeError::Credentials(e) => e.fmt(f),
+            ScrapeError::TargetLimit(n, limit) => write!(
+                f,
+                "target_limit exceeded (number of targets: {n}, limit: {limit})"
+            ),
         }
     }
 }
@@ -215,6 +222,8 @@ const NOT_EXPLICIT: i64 = i64::MIN + 1;
 pub struct Scraper {
     /// The target.
     pub target: Target,
+    /// The job's targets and `target_limit` while it is exceeded: scrapes fail with it.
+    pub forced: Option<(u64, u64)>,
     job: Rc<ScrapeConfig>,
     key: u64,
     client: Client,
@@ -371,6 +380,7 @@ impl Scraper {
     /// The state of a new target (allocates its buffers once).
     pub fn new(target: Target, job: Rc<ScrapeConfig>, stats: Rc<ScrapeStats>) -> Scraper {
         let mut s = Scraper {
+            forced: None,
             key: target.key(),
             client: Client::new(&target, &job.http),
             credentials: Credentials::default(),
@@ -646,11 +656,17 @@ impl Scraper {
         self.ts_ms = ts_ms;
         let mut counts = Counts::default();
         let timeout = self.target.timeout;
-        let result = smol::future::or(self.fetch(&mut counts), async {
-            clock.sleep(timeout).await;
-            Err(ScrapeError::Timeout(timeout))
-        })
-        .await;
+        let result = match self.forced {
+            // Not asked at all: the failure stale-marks what the last scrape had.
+            Some((n, limit)) => Err(ScrapeError::TargetLimit(n, limit)),
+            None => {
+                smol::future::or(self.fetch(&mut counts), async {
+                    clock.sleep(timeout).await;
+                    Err(ScrapeError::Timeout(timeout))
+                })
+                .await
+            }
+        };
         let duration = started.elapsed();
         let stats = Rc::clone(&self.stats);
         bump(&stats.scrapes, 1);
@@ -1117,11 +1133,14 @@ impl Scraper {
     }
 }
 
-/// A flag the loop sets to stop a target's task, waking it (no allocation, no channel).
+/// A flag the loop sets to stop a target's task, waking it (no allocation, no channel); and
+/// the error its job forces on every scrape (`target_limit` exceeded).
 #[derive(Default)]
 pub struct StopSignal {
     stopped: Cell<bool>,
     waker: Cell<Option<Waker>>,
+    /// (the job's targets, its `target_limit`) while the limit is exceeded.
+    forced: Cell<Option<(u64, u64)>>,
 }
 
 impl fmt::Debug for StopSignal {
@@ -1139,6 +1158,11 @@ impl StopSignal {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+    }
+
+    /// Sets (or clears) the error each scrape fails with: the job's target count and limit.
+    pub fn force_target_limit(&self, exceeded: Option<(u64, u64)>) {
+        self.forced.set(exceeded);
     }
 
     /// Whether it was stopped.
@@ -1226,6 +1250,7 @@ pub async fn run(
             return scraper;
         }
         let ts = now_ms();
+        scraper.forced = stop.forced.get();
         scraper.scrape(&ring, &clock, ts).await;
         let now = now_ms();
         let next = schedule.next_after(now.max(ts));

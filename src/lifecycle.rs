@@ -146,6 +146,8 @@ pub struct Shared {
     pub reload_time_s: Cell<f64>,
     /// Reloads refused.
     pub reload_failures: Cell<u64>,
+    /// Target syncs that found a job over its `target_limit`.
+    pub exceeded_target_limit: Cell<u64>,
 }
 
 /// The ring's periodic sync when no sender runs it (a config with no `remote_write`).
@@ -383,6 +385,8 @@ impl Agent {
     /// Tells every running target whether its job is over its `target_limit` (before its
     /// next scrape: no task runs between a spawn and this).
     fn force_target_limits(&self, exceeded: &HashMap<String, (u64, u64)>) {
+        let count = &self.shared.exceeded_target_limit;
+        count.set(count.get() + exceeded.len() as u64);
         for r in self.running.values() {
             r.stop
                 .force_target_limit(exceeded.get(&r.job.job_name).copied());
@@ -677,6 +681,12 @@ fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
                 "Total number of scrapes that hit the sample limit and were rejected.",
                 Kind::Counter,
                 n(s.exceeded_sample_limit.get()),
+            ),
+            (
+                "prometheus_target_scrape_pool_exceeded_target_limit_total",
+                "Total number of times scrape pools hit the target limit, during sync or config reload.",
+                Kind::Counter,
+                n(shared.exceeded_target_limit.get()),
             ),
             (
                 "prometheus_target_scrapes_exceeded_body_size_limit_total",

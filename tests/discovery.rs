@@ -447,6 +447,12 @@ fn a_job_over_its_target_limit_reports_every_target_down_until_it_fits() {
     );
     let discovered = "prometheus_sd_discovered_targets{config=\"lim\",name=\"scrape\"}";
     assert_eq!(promlet.metric(discovered), Some(2.0));
+    let hit = "prometheus_target_scrape_pool_exceeded_target_limit_total";
+    assert!(
+        promlet.metric(hit) >= Some(1.0),
+        "{:?}",
+        promlet.metric(hit)
+    );
 
     // One target goes: the job fits, a is scraped again (up 1), b is stale-marked.
     std::fs::write(sd.join("t.json"), format!(r#"[{{"targets": ["{ia}"]}}]"#)).expect("t.json");

@@ -531,6 +531,13 @@ impl JobDiscovery {
         }
     }
 
+    /// Lists once from every informer (a reload's first look; see [`kubernetes::Informer::prime`]).
+    pub async fn prime(&mut self, clock: &Rc<Clock>) {
+        for i in &mut self.informers {
+            i.prime(clock).await;
+        }
+    }
+
     /// The informers, to run as tasks (each until dropped) while this polls the rest.
     pub fn take_informers(&mut self) -> Vec<kubernetes::Informer> {
         std::mem::take(&mut self.informers)

@@ -396,8 +396,9 @@ impl Agent {
     /// Applies a new config (already validated). See the module docs.
     pub async fn apply(&mut self, config: Config) {
         // A job whose discovery configs are unchanged keeps its task and what it found (a
-        // kubelet is not asked again); others start anew, and are asked once before the
-        // targets are compared, so that a changed job does not lose its targets meanwhile.
+        // kubelet or an API server is not asked again); others start anew, and are asked once
+        // (a list, for an API server) before the targets are compared, so that a changed job
+        // does not lose its targets meanwhile.
         let mut old = std::mem::take(&mut self.discoveries);
         for sc in &config.scrape_configs {
             if !discovers(sc) {
@@ -410,6 +411,7 @@ impl Agent {
                 _ => {
                     let mut d = job_discovery(sc);
                     d.step(&self.clock).await;
+                    d.prime(&self.clock).await;
                     self.add_discovery(sc, d);
                 }
             }

@@ -248,6 +248,44 @@ fn pod_and_node_targets_follow_the_api_server_through_cuts_and_410() {
         .filter(|l| l.contains("kubernetes_sd") && l.contains("watch:"))
         .count();
     assert!(cut >= 1, "a cut is logged: {log}");
+    // A reload that changes the pod job's discovery (a label selector too) lists anew before
+    // it compares targets: the pods that stay keep their targets, never stale-marked.
+    let reloaded = config.replace(
+        "field: spec.nodeName=edge-1}",
+        "field: spec.nodeName=edge-1, label: 'pod-template-hash=6d4b9'}",
+    );
+    assert_ne!(reloaded, config);
+    std::fs::write(dir.join("promlet.yml"), &reloaded).expect("config");
+    promlet.signal("HUP");
+    promlet.wait_for(long, "reloaded", || {
+        promlet.log().contains("config reloaded")
+    });
+    assert_eq!(pod_requests(&api).0, 3, "the changed job listed once more");
+    assert!(
+        api.requests()
+            .iter()
+            .any(|l| l.contains("labelSelector=pod-template-hash%3D6d4b9")),
+        "{:#?}",
+        api.requests()
+    );
+    let e_before = pod_ups(&receiver, "web-e")
+        .iter()
+        .map(Vec::len)
+        .sum::<usize>();
+    promlet.wait_for(long, "web-e scraped after the reload", || {
+        pod_ups(&receiver, "web-e")
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+            >= e_before + 3
+    });
+    for kept in ["web-b", "web-c", "web-d", "web-e"] {
+        let series = pod_ups(&receiver, kept);
+        assert!(
+            series.iter().all(|v| !v.contains(&STALE)),
+            "{kept} kept through the reload: {series:?}"
+        );
+    }
     assert_eq!(api.unauthorized(), 0, "every request had the token");
     assert!(!log.contains("sa-t0ken"), "the token is never logged");
     assert_eq!(promlet.stop(), 0);

@@ -56,6 +56,9 @@ pub const MIN_WATCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// connection lost without a FIN).
 pub const WATCH_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a reload waits for a changed job's first list (as it waits for a kubelet).
+pub const PRIME_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -378,6 +381,25 @@ impl Informer {
             notify,
             failing: false,
             backoff: MIN_BACKOFF,
+        }
+    }
+
+    /// Lists once, within [`PRIME_TIMEOUT`]: a reload that changed the job asks before it
+    /// compares targets, so that the job's targets do not go meanwhile. [`Informer::run`]
+    /// goes on from the list (or lists again, if it failed).
+    pub async fn prime(&mut self, clock: &Rc<Clock>) {
+        let listed = smol::future::or(self.list(), async {
+            clock.sleep(PRIME_TIMEOUT).await;
+            Err(KubeError::Timeout(PRIME_TIMEOUT))
+        })
+        .await;
+        match listed {
+            Ok(()) => self.recovered(),
+            Err(e) => {
+                self.client.disconnect();
+                self.version.clear();
+                self.failed("list", &e);
+            }
         }
     }
 

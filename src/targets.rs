@@ -296,7 +296,7 @@ impl Target {
 }
 
 /// Go's `url.QueryEscape`: unreserved bytes kept, space as `+`, the rest `%XX`.
-fn query_escape(s: &str, out: &mut String) {
+pub(crate) fn query_escape(s: &str, out: &mut String) {
     for b in s.bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

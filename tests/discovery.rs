@@ -30,23 +30,9 @@ fn fixed_target() -> (u16, Arc<AtomicU64>) {
     (port, hits)
 }
 
-/// Every `up` series the receiver got (labels without `__name__`), with its value bits.
-fn ups(r: &Scripted) -> BTreeMap<Labels, Vec<u64>> {
-    let mut out: BTreeMap<Labels, Vec<u64>> = BTreeMap::new();
-    for (mut labels, samples) in r.delivered() {
-        if labels.remove("__name__").as_deref() != Some("up") {
-            continue;
-        }
-        out.entry(labels)
-            .or_default()
-            .extend(samples.iter().map(|s| s.0));
-    }
-    out
-}
-
 /// The `up` series whose labels include all of `want`.
 fn up_of(r: &Scripted, want: &[(&str, &str)]) -> Vec<(Labels, Vec<u64>)> {
-    ups(r)
+    r.ups()
         .into_iter()
         .filter(|(l, _)| {
             want.iter()
@@ -274,10 +260,10 @@ fn kubelet_sd_discovers_pods_over_https_with_a_bearer_token() {
         "127.0.0.2:80",
     ];
     promlet.wait_for(long, "five pod targets", || {
-        let all = ups(&receiver);
+        let all = receiver.ups();
         all.len() >= want_instances.len()
     });
-    let all = ups(&receiver);
+    let all = receiver.ups();
     let mut instances: Vec<&str> = all.keys().map(|l| l["instance"].as_str()).collect();
     instances.sort_unstable();
     let mut want_sorted = want_instances.to_vec();

@@ -18,23 +18,9 @@ const STALE: u64 = 0x7ff0_0000_0000_0002;
 
 type Labels = BTreeMap<String, String>;
 
-/// Every `up` series the receiver got (labels without `__name__`), with its value bits.
-fn ups(r: &Scripted) -> BTreeMap<Labels, Vec<u64>> {
-    let mut out: BTreeMap<Labels, Vec<u64>> = BTreeMap::new();
-    for (mut labels, samples) in r.delivered() {
-        if labels.remove("__name__").as_deref() != Some("up") {
-            continue;
-        }
-        out.entry(labels)
-            .or_default()
-            .extend(samples.iter().map(|s| s.0));
-    }
-    out
-}
-
 /// The `up` series of the pod `name`.
 fn pod_ups(r: &Scripted, name: &str) -> Vec<Vec<u64>> {
-    ups(r)
+    r.ups()
         .into_iter()
         .filter(|(l, _)| l.get("k8s_pod_name").map(String::as_str) == Some(name))
         .map(|(_, v)| v)
@@ -121,9 +107,9 @@ fn pod_and_node_targets_follow_the_api_server_through_cuts_and_410() {
 
     // The list: this node's annotated pod only; the node with node.go's labels.
     promlet.wait_for(long, "web-a and the node", || {
-        arrived(&receiver, "web-a") && ups(&receiver).keys().any(|l| l["job"] == "nodes")
+        arrived(&receiver, "web-a") && receiver.ups().keys().any(|l| l["job"] == "nodes")
     });
-    let all = ups(&receiver);
+    let all = receiver.ups();
     let web_a: Vec<&Labels> = all
         .keys()
         .filter(|l| l.get("k8s_pod_name").map(String::as_str) == Some("web-a"))

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
-use super::pods::{self, Doc, Pod, PodListError, PodListReader, WatchEvent};
+use super::pods::{self, join_host_port, Doc, Pod, PodListError, PodListReader, WatchEvent, META};
 use super::{MAX_POD_TOKEN, POD_WINDOW};
 use crate::auth::Credentials;
 use crate::config::http::{Auth, HttpClientConfig, Secret};
@@ -38,7 +38,7 @@ use crate::config::{KubeRole, KubernetesSdConfig, TargetGroup};
 use crate::parse::Window;
 use crate::scrape::clock::Clock;
 use crate::scrape::http::{Client, HttpError};
-use crate::targets::{self, Target};
+use crate::targets::{self, query_escape, Target};
 
 /// Where a pod finds its service account (`token`, `ca.crt`, `namespace`).
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -68,8 +68,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A watch that ends sooner than this without an event counts as a failure (so a server
 /// that closes every watch at once is retried with backoff, not in a spin).
 pub const SHORT_WATCH: Duration = Duration::from_secs(1);
-
-const META: &str = "__meta_kubernetes_";
 
 /// The groups an informer publishes, shared with the job's discovery.
 pub type Published = Rc<RefCell<Vec<TargetGroup>>>;
@@ -173,15 +171,6 @@ pub fn in_cluster(
     })
 }
 
-/// Go's `net.JoinHostPort`: an IPv6 host in brackets.
-fn join_host_port(host: &str, port: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// The API server of `config`: its `api_server`, or the in-cluster one.
 pub fn api_server(config: &KubernetesSdConfig) -> Result<ApiServer, String> {
     let Some(url) = &config.api_server else {
@@ -202,19 +191,6 @@ pub fn api_server(config: &KubernetesSdConfig) -> Result<ApiServer, String> {
         base: super::url_path(&url.text).trim_end_matches('/').to_owned(),
         http: config.http.clone(),
     })
-}
-
-/// Go's `url.QueryEscape`.
-fn query_escape(text: &str, out: &mut String) {
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b));
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
 }
 
 /// The collections `config` watches: for role `pod`, one per namespace (all of them when
@@ -275,22 +251,8 @@ pub fn node_group(node: &Pod) -> Option<TargetGroup> {
     let mut labels: Vec<(String, String)> = Vec::new();
     labels.push((format!("{META}node_name"), node.name.clone()));
     labels.push((format!("{META}node_provider_id"), node.provider_id.clone()));
+    pods::object_meta("node", node, &mut labels);
     let mut name = String::new();
-    for (prefix, present, map) in [
-        ("node_label_", "node_labelpresent_", &node.labels),
-        (
-            "node_annotation_",
-            "node_annotationpresent_",
-            &node.annotations,
-        ),
-    ] {
-        for (k, v) in map {
-            name.clear();
-            pods::sanitize(k, &mut name);
-            labels.push((format!("{META}{prefix}{name}"), v.clone()));
-            labels.push((format!("{META}{present}{name}"), "true".to_owned()));
-        }
-    }
     for (kind, _) in &node.addresses {
         name.clear();
         pods::sanitize(kind, &mut name);
@@ -300,11 +262,7 @@ pub fn node_group(node: &Pod) -> Option<TargetGroup> {
         }
     }
     labels.push(("instance".to_owned(), node.name.clone()));
-    // Two keys that sanitise alike: Go's map keeps one of them; we keep the last written,
-    // as for pods.
-    labels.reverse();
-    labels.sort_by(|a, b| a.0.cmp(&b.0));
-    labels.dedup_by(|b, a| a.0 == b.0);
+    pods::settle(&mut labels);
     Some(TargetGroup {
         targets: vec![join_host_port(address, port)],
         labels,

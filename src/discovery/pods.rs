@@ -785,27 +785,8 @@ pub fn groups(pods: &[Pod]) -> Vec<TargetGroup> {
                 }
             }
         }
-        let mut name = String::new();
-        for (prefix, present, map) in [
-            ("pod_label_", "pod_labelpresent_", &pod.labels),
-            (
-                "pod_annotation_",
-                "pod_annotationpresent_",
-                &pod.annotations,
-            ),
-        ] {
-            for (k, v) in map {
-                name.clear();
-                sanitize(k, &mut name);
-                put(&format!("{prefix}{name}"), v);
-                put(&format!("{present}{name}"), "true");
-            }
-        }
-        // Two keys that sanitise alike: Go's map keeps one of them (which is unspecified);
-        // we keep the last written.
-        labels.reverse();
-        labels.sort_by(|a, b| a.0.cmp(&b.0));
-        labels.dedup_by(|b, a| a.0 == b.0);
+        object_meta("pod", pod, &mut labels);
+        settle(&mut labels);
         let all = pod
             .containers
             .iter()
@@ -838,11 +819,7 @@ pub fn groups(pods: &[Pod]) -> Vec<TargetGroup> {
             }
             for port in &c.ports {
                 let number = port.number.as_str();
-                let address = if pod_ip.contains(':') {
-                    format!("[{pod_ip}]:{number}")
-                } else {
-                    format!("{pod_ip}:{number}")
-                };
+                let address = join_host_port(pod_ip, number);
                 let mut with_port = container.to_vec();
                 with_port.extend([
                     ("pod_container_port_number", number),
@@ -856,6 +833,44 @@ pub fn groups(pods: &[Pod]) -> Vec<TargetGroup> {
     out
 }
 
+/// An object's labels and annotations as `__meta_kubernetes_<role>_label_<name>` and
+/// `_labelpresent_<name>`, `_annotation_<name>` and `_annotationpresent_<name>` (the names
+/// sanitised), appended to `out`; [`settle`] sorts them in.
+pub(super) fn object_meta(role: &str, object: &Pod, out: &mut Vec<(String, String)>) {
+    let mut name = String::new();
+    for (kind, map) in [
+        ("label", &object.labels),
+        ("annotation", &object.annotations),
+    ] {
+        for (k, v) in map {
+            name.clear();
+            sanitize(k, &mut name);
+            out.push((format!("{META}{role}_{kind}_{name}"), v.clone()));
+            out.push((
+                format!("{META}{role}_{kind}present_{name}"),
+                "true".to_owned(),
+            ));
+        }
+    }
+}
+
+/// Sorts a label set by name, keeping the last written of names that came out alike (two
+/// keys that sanitise alike: Go's map keeps one of them, which is unspecified).
+pub(super) fn settle(labels: &mut Vec<(String, String)>) {
+    labels.reverse();
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    labels.dedup_by(|b, a| a.0 == b.0);
+}
+
+/// Go's `net.JoinHostPort`: an IPv6 host in brackets.
+pub(super) fn join_host_port(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Prometheus' `strutil.SanitizeLabelName`: every character outside `[a-zA-Z0-9_]` becomes `_`.
 pub(super) fn sanitize(name: &str, out: &mut String) {
     out.extend(name.chars().map(|c| {
@@ -867,7 +882,7 @@ pub(super) fn sanitize(name: &str, out: &mut String) {
     }));
 }
 
-const META: &str = "__meta_kubernetes_";
+pub(super) const META: &str = "__meta_kubernetes_";
 
 fn group(pod: &[(String, String)], address: String, extra: &[(&str, &str)]) -> TargetGroup {
     let mut labels = pod.to_vec();

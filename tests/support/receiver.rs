@@ -409,6 +409,20 @@ impl Scripted {
             .collect()
     }
 
+    /// Every `up` series delivered (labels without `__name__`), with its values' bits.
+    pub fn ups(&self) -> BTreeMap<BTreeMap<String, String>, Vec<u64>> {
+        let mut out: BTreeMap<BTreeMap<String, String>, Vec<u64>> = BTreeMap::new();
+        for (mut labels, samples) in self.delivered() {
+            if labels.remove("__name__").as_deref() != Some("up") {
+                continue;
+            }
+            out.entry(labels)
+                .or_default()
+                .extend(samples.iter().map(|s| s.0));
+        }
+        out
+    }
+
     /// The metadata entries of the requests answered 2xx, in order.
     #[allow(dead_code)]
     pub fn metadata(&self) -> Vec<Metadata> {

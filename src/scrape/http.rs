@@ -542,16 +542,11 @@ impl Client {
         timeout: Duration,
         user_agent: &str,
     ) -> &mut Vec<u8> {
-        self.target.path_and_query.clear();
-        self.target.path_and_query.push_str(path_and_query);
-        let r = &mut self.headers;
-        r.clear();
+        let r = self.begin(path_and_query, user_agent, ACCEPT_HEADER);
         // Writing into a Vec cannot fail.
         let _ = write!(
             r,
-            "User-Agent: {user_agent}\r\n\
-             Accept: {ACCEPT_HEADER}\r\nAccept-Encoding: gzip\r\n\
-             X-Prometheus-Scrape-Timeout-Seconds: {}\r\n",
+            "X-Prometheus-Scrape-Timeout-Seconds: {}\r\n",
             // As Prometheus: strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64).
             timeout.as_secs_f64()
         );
@@ -561,6 +556,11 @@ impl Client {
     /// Like [`Client::start_request`], for a JSON API (the Kubernetes API server): asks for
     /// `application/json`, without the scrape's headers.
     pub fn start_json_request(&mut self, path_and_query: &str, user_agent: &str) -> &mut Vec<u8> {
+        self.begin(path_and_query, user_agent, "application/json")
+    }
+
+    /// A request for `path_and_query`: its first header lines, for the caller to add to.
+    fn begin(&mut self, path_and_query: &str, user_agent: &str, accept: &str) -> &mut Vec<u8> {
         self.target.path_and_query.clear();
         self.target.path_and_query.push_str(path_and_query);
         let r = &mut self.headers;
@@ -568,7 +568,7 @@ impl Client {
         // Writing into a Vec cannot fail.
         let _ = write!(
             r,
-            "User-Agent: {user_agent}\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n"
+            "User-Agent: {user_agent}\r\nAccept: {accept}\r\nAccept-Encoding: gzip\r\n"
         );
         r
     }

@@ -13,16 +13,16 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
+use support::delivery::{
+    assert_once_in_order, counter_config, delivered, log_file, missing, start_target, tail,
+    wait_delivered, Prometheus,
+};
 use support::peers::TempDir;
-use support::receiver::{serve, Answer};
 use support::{free_port, http, Killed};
 
 const PROMLET: &str = env!("CARGO_BIN_EXE_promlet");
@@ -43,150 +43,6 @@ const METRICS_GAP: Duration = Duration::from_secs(3);
 
 /// How long the receiver is fed before the outage.
 const DELIVERY: Duration = Duration::from_secs(8);
-
-/// The last `n` lines of `path`, for a failure message.
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({e})"));
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(n);
-    format!(
-        "--- last lines of {} ---\n{}",
-        path.display(),
-        lines[from..].join("\n")
-    )
-}
-
-/// A file to append a child's output to (both promlet runs share one log).
-fn log_file(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("log file")
-}
-
-/// The scrape target: every GET answers `promlet_outage_counter N` with N = 1, 2, 3, … ;
-/// `served` is how many it answered.
-fn start_target() -> (u16, Arc<AtomicU64>) {
-    let served = Arc::new(AtomicU64::new(0));
-    let count = Arc::clone(&served);
-    let port = serve(move |request| {
-        if !request.line.starts_with("GET ") {
-            return Answer::status("405 Method Not Allowed");
-        }
-        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        Answer::status("200 OK")
-            .header("Content-Type", "text/plain; version=0.0.4")
-            .body(format!("promlet_outage_counter {n}\n").as_bytes())
-    });
-    (port, served)
-}
-
-/// Debian's Prometheus as the remote-write receiver, on a fixed port and tsdb so a restart
-/// finds what it had.
-struct Prometheus {
-    port: u16,
-    dir: PathBuf,
-    process: Option<Killed>,
-}
-
-impl Prometheus {
-    fn new(dir: &Path) -> Prometheus {
-        std::fs::write(dir.join("prometheus.yml"), "global: {}\n").expect("config");
-        Prometheus {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            process: None,
-        }
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.join("prometheus.log")
-    }
-
-    /// Starts it and waits (at most 60 s) until `/-/ready` answers 200.
-    fn start(&mut self) {
-        let log = log_file(&self.log());
-        let child = Command::new("prometheus")
-            .arg("--web.enable-remote-write-receiver")
-            .arg(format!("--config.file={}", self.dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", self.dir.join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("prometheus not runnable ({e}): ./test.sh installs Debian's prometheus; this test never skips")
-            });
-        self.process = Some(Killed(child));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http(self.port, "GET /-/ready HTTP/1.0", b"").map(|r| r.0) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "prometheus on {} did not get ready in 60 s\n{}",
-                self.port,
-                tail(&self.log(), 30)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGKILL, and reaped: from here on its port refuses connections.
-    fn kill(&mut self) {
-        drop(self.process.take());
-    }
-
-    /// The raw samples of `selector` over the last 10 minutes, as of now: one entry per
-    /// series, each its (timestamp ms, value text) points in Prometheus' (time) order.
-    fn range(&self, selector: &str) -> Vec<Vec<(i64, String)>> {
-        let q: String = format!("{selector}[10m]")
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => char::from(b).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        // A second past now: the last scrape is inside the range whatever the clock rounding.
-        let at_s = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs()
-            + 1;
-        let (status, body) = http(
-            self.port,
-            &format!("GET /api/v1/query?query={q}&time={at_s} HTTP/1.0"),
-            b"",
-        )
-        .expect("the query API answers");
-        let body = String::from_utf8(body).expect("utf-8");
-        assert_eq!(status, 200, "{body}");
-        assert!(body.contains("\"resultType\":\"matrix\""), "{body}");
-        matrix(&body)
-    }
-}
-
-/// The series of a matrix result, each its `[ts, "value"]` points. Prometheus writes a
-/// timestamp as seconds with up to three decimals, trailing zeros left out.
-fn matrix(json: &str) -> Vec<Vec<(i64, String)>> {
-    json.split("\"values\":[[")
-        .skip(1)
-        .map(|part| {
-            let points = part.split_once("]]").map_or(part, |(p, _)| p);
-            points
-                .split("],[")
-                .map(|point| {
-                    let (ts, value) = point.split_once(',').expect("[ts,\"value\"]");
-                    let (s, frac) = ts.split_once('.').unwrap_or((ts, ""));
-                    let ms = format!("{frac:0<3}");
-                    let ts_ms = s.parse::<i64>().expect("seconds") * 1000
-                        + ms.parse::<i64>().expect("milliseconds");
-                    (ts_ms, value.trim_matches('"').to_owned())
-                })
-                .collect()
-        })
-        .collect()
-}
 
 /// One `promlet` process; its stderr goes to `log`.
 struct Promlet {
@@ -289,23 +145,6 @@ fn metric(page: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} on the /metrics page:\n{page}"))
 }
 
-/// The counter values Prometheus holds, in its order: (timestamp ms, value).
-fn delivered(prometheus: &Prometheus) -> Vec<(i64, u64)> {
-    let series = prometheus.range("promlet_outage_counter");
-    assert!(series.len() <= 1, "one series wanted: {series:?}");
-    series
-        .into_iter()
-        .flatten()
-        .map(|(ts, v)| (ts, v.parse().unwrap_or_else(|_| panic!("a count: {v}"))))
-        .collect()
-}
-
-/// Values of `1..=served` not in `got`.
-fn missing(got: &[(i64, u64)], served: u64) -> Vec<u64> {
-    let have: BTreeSet<u64> = got.iter().map(|&(_, v)| v).collect();
-    (1..=served).filter(|v| !have.contains(v)).collect()
-}
-
 /// Sleeps until `at` (no-op if it is past): pacing only, never an assertion.
 fn sleep_until(at: Instant) {
     std::thread::sleep(at.saturating_duration_since(Instant::now()));
@@ -322,9 +161,11 @@ fn every_scrape_survives_a_receiver_outage_and_a_kill_9() {
     let config = dir.0.join("promlet.yml");
     std::fs::write(
         &config,
-        format!(
-            "scrape_configs:\n  - job_name: {JOB}\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\nremote_write:\n  - url: http://127.0.0.1:{}/api/v1/write\n    queue_config: {{min_backoff: 100ms, max_backoff: 1s}}\n",
-            prometheus.port
+        counter_config(
+            JOB,
+            target_port,
+            &prometheus,
+            "{min_backoff: 100ms, max_backoff: 1s}",
         ),
     )
     .expect("promlet config");
@@ -387,22 +228,13 @@ fn every_scrape_survives_a_receiver_outage_and_a_kill_9() {
     // 5s); SIGTERM's drain sends those, and the final check counts them. `at_kill` may be
     // missing: see there.
     let backlog = served.load(Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let lost = missing(&delivered(&prometheus), backlog);
-        if lost.iter().all(|&v| v == at_kill) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "60 s after prometheus came back, {} of the {backlog} values served are still missing: {:?}\n{}\n{}",
-            lost.len(),
-            &lost[..lost.len().min(20)],
-            promlet.tail(),
-            tail(&prometheus.log(), 20)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_delivered(
+        &prometheus,
+        backlog,
+        Duration::from_secs(60),
+        &|v| v == at_kill,
+        &|| promlet.tail(),
+    );
     let caught_up = outage.elapsed() - outage_length;
     let page = promlet.metrics();
     let retried_2 = metric(&page, "prometheus_remote_storage_samples_retried_total");
@@ -414,7 +246,6 @@ fn every_scrape_survives_a_receiver_outage_and_a_kill_9() {
     // Stopped: the target's count is final, and promlet drained before it exited.
     let total = served.load(Ordering::SeqCst);
     let got = delivered(&prometheus);
-    let values: Vec<u64> = got.iter().map(|&(_, v)| v).collect();
     let lost = missing(&got, total);
     eprintln!(
         "outage: served {total}, delivered {} ({before_outage} before the outage), missing {lost:?} \
@@ -426,18 +257,7 @@ fn every_scrape_survives_a_receiver_outage_and_a_kill_9() {
     );
     let fail = || format!("delivered {got:?}\n{}", tail(&log, 40));
 
-    // In order, once each: Prometheus returns a series' points by time, so the values must
-    // climb with it.
-    assert!(
-        got.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
-        "out of order or duplicated: {}",
-        fail()
-    );
-    assert!(
-        values.iter().all(|&v| (1..=total).contains(&v)),
-        "values the target never served: {}",
-        fail()
-    );
+    assert_once_in_order(&got, total, &fail);
     // At most two values may be missing, each for a scrape the target answered but promlet
     // never appended (it loses nothing it appended: the ring is a shared mapping, and
     // `kill -9` leaves the page cache alone). Scrapes of one target run one after another and

@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::process::Child;
 
 pub mod apiserver;
+pub mod delivery;
 pub mod harness;
 pub mod json;
 pub mod kubelet;

@@ -830,7 +830,7 @@ fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
         ),
         (
             "promlet_wal_endpoint_overwritten_samples_total",
-            "Samples overwritten in the ring before this endpoint sent them.",
+            "Samples overwritten in the ring before this endpoint read them.",
             Kind::Counter,
             |e, r| r.endpoint(e.key).map_or(0, |s| s.overwritten) as f64,
         ),

@@ -59,7 +59,7 @@ use crate::config::RemoteWriteConfig;
 use crate::labels::LabelSet;
 use crate::metadata::{self, Store};
 use crate::relabel::{process_set, Scratch};
-use crate::wal::{Batch, Consumer, Syncer};
+use crate::wal::{Batch, Consumer, InFlight, Syncer};
 
 /// The `User-Agent` of every request.
 use crate::USER_AGENT;
@@ -690,6 +690,9 @@ struct Pending {
     /// The end of the last scrape all of whose samples are in it (or before it): committed
     /// once it is acknowledged or dropped.
     complete: Option<u64>,
+    /// The end of the last scrape with a sample in it: recorded in the ring as in flight
+    /// while it is sent.
+    reach: u64,
 }
 
 impl Default for Pending {
@@ -699,6 +702,7 @@ impl Default for Pending {
             max_ts_ms: i64::MIN,
             uncounted: 0,
             complete: None,
+            reach: 0,
         }
     }
 }
@@ -733,6 +737,11 @@ struct Link {
     /// Acknowledged up to here, not committed yet (the consumer is borrowed by a batch).
     to_commit: Option<u64>,
     metadata: Option<MetadataSend>,
+    /// Records each request's extent in the ring before it goes out.
+    in_flight: InFlight,
+    /// Records before this offset may be at the receiver already (an earlier process died
+    /// with them in flight): they go out in requests of their own.
+    resend_until: Option<u64>,
 }
 
 impl Link {
@@ -792,6 +801,7 @@ impl Link {
             self.pending.since.get_or_insert_with(Instant::now);
             self.pending.max_ts_ms = self.pending.max_ts_ms.max(ts);
             self.pending.uncounted += 1;
+            self.pending.reach = batch.next;
             if self.request.len().1 >= self.max_samples {
                 self.flush()?;
             }
@@ -827,6 +837,9 @@ impl Link {
             return Ok(());
         }
         let (series, samples) = self.request.len();
+        // Before a byte goes out: a process that dies before the answer leaves this in the
+        // ring, and the next one sends these records alone (`resend_until`).
+        self.in_flight.set(self.pending.reach);
         let body = self.request.body();
         loop {
             let timeout = match self.control.deadline() {
@@ -1029,6 +1042,8 @@ impl Sender {
         external.sort();
         let q = &rw.queue_config;
         let max_samples = usize::try_from(q.max_samples_per_send.max(1)).unwrap_or(usize::MAX);
+        let in_flight = consumer.in_flight();
+        let resend_until = consumer.unacknowledged();
         Ok(Sender {
             consumer,
             link: Link {
@@ -1056,6 +1071,8 @@ impl Sender {
                 sent_once: false,
                 to_commit: None,
                 metadata: None,
+                in_flight,
+                resend_until,
             },
         })
     }
@@ -1095,6 +1112,13 @@ impl Sender {
     pub fn run(mut self) {
         self.link.control.register();
         log::info!("remote write {}: sender started", self.link.health.origin);
+        if let Some(end) = self.link.resend_until {
+            log::info!(
+                "remote write {}: the last process stopped with a request in flight (ring offsets {} to {end}); it goes again on its own, and a receiver that holds it already may refuse it",
+                self.link.health.origin,
+                self.consumer.stats().cursor
+            );
+        }
         let drained = self.drive().is_ok();
         if let Some(c) = self.link.to_commit.take() {
             self.consumer.commit(c);
@@ -1139,9 +1163,18 @@ impl Sender {
                 return Err(Abandoned);
             }
             while let Some(batch) = self.consumer.next_batch() {
+                let next = batch.next;
                 let taken = self.link.take(&batch);
                 self.commit();
                 taken?;
+                if self.link.resend_until.is_some_and(|end| next >= end) {
+                    // The last of what an earlier process had in flight: it goes out without
+                    // anything newer.
+                    self.link.resend_until = None;
+                    let flushed = self.link.flush();
+                    self.commit();
+                    flushed?;
+                }
                 if let Some(s) = self.link.sync.as_mut() {
                     s.tick(false);
                 }

@@ -69,6 +69,28 @@ pub struct Consumer {
     values: Vec<f64>,
     timestamps: Vec<i64>,
     reads: u64,
+    /// The end of the request an earlier process had in flight from this cursor.
+    unacknowledged: Option<u64>,
+}
+
+/// Where an endpoint's request in flight ends, kept in the ring's header so that the next
+/// process knows what it may be sending a second time ([`Consumer::unacknowledged`]).
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    shared: Arc<Shared>,
+    slot: usize,
+}
+
+impl InFlight {
+    /// The request about to go out holds samples of records before `end`: written into a
+    /// header copy now, without waiting for the disk (it survives `kill -9`, and the next
+    /// sync makes it survive power loss).
+    pub fn set(&self, end: u64) {
+        let s = &self.shared.slots[self.slot];
+        if s.sending.swap(end, Ordering::AcqRel) != end {
+            self.shared.note();
+        }
+    }
 }
 
 impl Consumer {
@@ -78,6 +100,8 @@ impl Consumer {
             .committed
             .load(Ordering::Acquire)
             .max(shared.tail.load(Ordering::Acquire));
+        let unacknowledged = Some(s.sending.load(Ordering::Acquire)).filter(|&end| end > at);
+        s.read.store(at, Ordering::Release);
         Consumer {
             shared,
             slot,
@@ -92,6 +116,24 @@ impl Consumer {
             values: Vec::new(),
             timestamps: Vec::new(),
             reads: 0,
+            unacknowledged,
+        }
+    }
+
+    /// The end of the records of the request that the last process to send from this cursor
+    /// had sent and not seen acknowledged when it died (`kill -9`, power loss), if any. The
+    /// receiver may hold it already; a sender sends those records again in requests of their
+    /// own, so that a receiver that refuses what it holds (Prometheus answers 400 to a
+    /// sample older than the newest of its series) refuses nothing new with them.
+    pub fn unacknowledged(&self) -> Option<u64> {
+        self.unacknowledged
+    }
+
+    /// The handle that records this endpoint's request in flight.
+    pub fn in_flight(&self) -> InFlight {
+        InFlight {
+            shared: Arc::clone(&self.shared),
+            slot: self.slot,
         }
     }
 
@@ -110,13 +152,19 @@ impl Consumer {
         self.shared.slots[self.slot].stats()
     }
 
-    /// Records that everything before `offset` was sent (or deliberately dropped); the next
-    /// sync persists it. A cursor never moves back.
+    /// Records that everything before `offset` was sent (or deliberately dropped), in a
+    /// header copy at once (it survives `kill -9`; the next sync makes it survive power
+    /// loss), so a restart sends none of it again. A cursor never moves back.
     pub fn commit(&self, offset: u64) {
         let head = self.shared.head.load(Ordering::Acquire);
-        self.shared.slots[self.slot]
+        let to = offset.min(head);
+        if self.shared.slots[self.slot]
             .committed
-            .fetch_max(offset.min(head), Ordering::AcqRel);
+            .fetch_max(to, Ordering::AcqRel)
+            < to
+        {
+            self.shared.note();
+        }
     }
 
     /// Sleeps until the producer appends past [`Consumer::position`] or `timeout` passes;
@@ -154,6 +202,9 @@ impl Consumer {
                 .shared
                 .read_if(self.at, &mut self.frame, record::is_samples)?;
             self.at = meta.next;
+            self.shared.slots[self.slot]
+                .read
+                .store(meta.next, Ordering::Release);
             self.reads += 1;
             if self.reads % 256 == 0 {
                 let tail = self.shared.tail.load(Ordering::Acquire);
@@ -508,12 +559,16 @@ mod tests {
         // series of the block in hand still read, the rest read as none, and are counted.
         let mut other = Chain::default();
         write_set(&mut ring, &mut other, 5, 100);
+        let in_use = chain.series_set().expect("the set of the batch in hand");
         let mut k = 0;
-        while ring.stats().samples_overwritten == 0 || k < 3000 {
+        while ring.tail() <= in_use || k < 3000 {
             ring.append_samples(&mut other, k * 15_000, &values(5, k.unsigned_abs(), 100))
                 .expect("samples");
             k += 1;
         }
+        // The scrape in hand was read: its values are not lost with its record (issue 17:
+        // a request retried from memory was counted as overwritten too).
+        assert_eq!(ring.endpoint(3).map(|e| e.overwritten), Some(0));
         let (mut read, mut unread) = (0, 0);
         for (i, want) in want.iter().enumerate().skip(1) {
             let got = b.series.owned(i);
@@ -524,7 +579,11 @@ mod tests {
                 read += 1;
             }
         }
-        assert!(read > 0 && unread > n / 2, "{read} read, {unread} not");
+        assert!(
+            read > 0 && unread > n / 2,
+            "{read} read, {unread} not; tail {} set {set} k {k}",
+            ring.tail()
+        );
         let before = consumer.stats().undecodable;
         while let Some(b) = consumer.next_batch() {
             let next = b.next;

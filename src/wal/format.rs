@@ -13,7 +13,12 @@
 //!
 //! A header copy: magic `PROMLETR` (8), format version u32, cursor count u32, file size u64,
 //! generation u64, head u64, tail u64, epoch u64, then `cursor count` × (key u64, offset u64),
-//! then the CRC32C u32 of everything before it. The valid copy (magic, version, CRC, size all check out)
+//! then the CRC32C u32 of everything before it. It may be followed by the in-flight block:
+//! magic `SEND` (4), `cursor count` × u64 (for each cursor, in order, the end of the records
+//! of the request that endpoint had sent and not yet seen acknowledged), then the CRC32C u32
+//! of the block. A reader that does not know the block (or finds it damaged) ignores it: the
+//! header is valid without it, and the format version stays 2.
+//! The valid copy (magic, version, CRC, size all check out)
 //! with the higher generation wins; a header is written to the copy that does *not* hold the
 //! winner, with generation + 1, so a torn header write always leaves the previous one intact.
 //!
@@ -36,7 +41,10 @@
 //!   publishes the new head only after the record's bytes.
 //! - I3: a header is written only after the records it points past were flushed
 //!   ([`super::Syncer::sync`]), and to the copy that is not the current one. Cursors in it are
-//!   clamped to `tail..=head`.
+//!   clamped to `tail..=head`. A *note* (a commit, a request in flight, an endpoint added or
+//!   removed) writes a header into the mapping between syncs, without flushing it, at the
+//!   last synced head: its cursors may be past that head (recovery clamps them to the head its
+//!   scan finds), and the next sync flushes it.
 //! - I4: opening never panics on any file content: a file that is not a ring or of another
 //!   format version is a clear error; a damaged header falls back to the other copy, or to
 //!   the newest record that checks out; damaged records are skipped and counted.
@@ -46,7 +54,12 @@
 //!   tail. [`super::Consumer::next_batch`]
 //! - I6: a cursor moves only forward, and only by its own endpoint's commit: a record is
 //!   behind a cursor only once that endpoint sent it (or counted it lost). Samples the head
-//!   overwrites while some cursor is behind them are counted for that endpoint.
+//!   overwrites before an endpoint's consumer read them are counted for that endpoint
+//!   (once read, they are sent from its memory, or counted there as failed or undecodable:
+//!   delivered + lost adds up to what was appended).
+//!   A commit is in a header at once (a note), so a `kill -9` never takes a cursor back; an
+//!   endpoint's request in flight is noted before it goes out, so the next process knows
+//!   what it may send a second time ([`super::Consumer::unacknowledged`]).
 //! - I7: a logical offset may be written by more than one process (a recovery that stopped
 //!   at damage leaves older records past its head), so records past the persisted head are
 //!   recovered only if they carry the header's epoch: each process that opens the ring for
@@ -66,6 +79,8 @@ pub const VERSION: u32 = 2;
 pub const MAX_CURSORS: usize = 64;
 /// Bytes of a header copy before its cursors (and, with them, before its CRC).
 pub const HEADER_FIXED: usize = 56;
+/// The magic of the in-flight block that may follow a header's CRC.
+pub const SENDING_MAGIC: &[u8; 4] = b"SEND";
 /// Bytes of a record before its type byte.
 pub const RECORD_HEAD: usize = 16;
 /// Record type of padding before the wrap.
@@ -151,6 +166,10 @@ pub struct Header {
     pub epoch: u64,
     /// Per remote_write endpoint: (key, logical offset up to which it has sent).
     pub cursors: Vec<(u64, u64)>,
+    /// Per cursor, in the same order: the end of the records of the request the endpoint had
+    /// in flight (sent, not yet acknowledged) when the header was written; at most the cursor
+    /// when none. Empty when a header has no such block (see `# Format`).
+    pub sending: Vec<u64>,
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -182,6 +201,17 @@ impl Header {
         }
         let crc = crc32c(&out[..at]);
         out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+        if self.sending.len() == n && n > 0 {
+            let start = at + 4;
+            out[start..start + 4].copy_from_slice(SENDING_MAGIC);
+            let mut at = start + 4;
+            for &end in &self.sending {
+                out[at..at + 8].copy_from_slice(&end.to_le_bytes());
+                at += 8;
+            }
+            let crc = crc32c(&out[start..at]);
+            out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+        }
     }
 
     /// Reads a copy slot; `None` unless magic, version and CRC check out.
@@ -217,10 +247,24 @@ impl Header {
             head: u64_at(b, 32)?,
             tail: u64_at(b, 40)?,
             epoch: if version == 1 { 0 } else { u64_at(b, 48)? },
+            sending: sending_block(b, end + 4, n).unwrap_or_default(),
             cursors,
         };
         Some((version, header))
     }
+}
+
+/// The in-flight block after a header's CRC at `start`, for `n` cursors: `None` when there is
+/// none or it does not check out (the header is valid either way).
+fn sending_block(b: &[u8], start: usize, n: usize) -> Option<Vec<u64>> {
+    if n == 0 || b.get(start..start + 4)? != SENDING_MAGIC {
+        return None;
+    }
+    let end = start + 4 + 8 * n;
+    if u32_at(b, end)? != crc32c(b.get(start..end)?) {
+        return None;
+    }
+    (0..n).map(|i| u64_at(b, start + 4 + 8 * i)).collect()
 }
 
 /// The bytes a record of `payload_len` payload bytes occupies (8-aligned).
@@ -366,6 +410,47 @@ mod tests {
     }
 
     #[test]
+    fn the_in_flight_block_round_trips_and_its_damage_leaves_the_header_valid() {
+        let h = Header {
+            file_size: 1 << 20,
+            generation: 7,
+            head: 123_456,
+            tail: 1000,
+            epoch: 2,
+            cursors: vec![(0xabc, 2000), (0xdef, 123_000)],
+            sending: vec![2000, 124_000],
+        };
+        let mut slot = vec![0u8; HEADER_SIZE];
+        h.encode(&mut slot);
+        assert_eq!(Header::decode(&slot), Some(h.clone()));
+        // The block follows the CRC; the header before it is byte for byte what a header
+        // without it is (so a promlet that predates the block reads it unchanged).
+        let mut plain = vec![0u8; HEADER_SIZE];
+        Header {
+            sending: Vec::new(),
+            ..h.clone()
+        }
+        .encode(&mut plain);
+        let end = HEADER_FIXED + 16 * 2 + 4;
+        assert_eq!(slot[..end], plain[..end]);
+        assert_eq!(&slot[end..end + 4], SENDING_MAGIC);
+        for at in [end, end + 5, end + 12, end + 20, end + 21] {
+            let mut bad = slot.clone();
+            bad[at] ^= 1;
+            let got = Header::decode(&bad).expect("the header itself is intact");
+            assert_eq!(got.sending, Vec::<u64>::new(), "flip at {at}");
+            assert_eq!(got.cursors, h.cursors);
+        }
+        // A block for another number of cursors is not written.
+        let odd = Header {
+            sending: vec![1],
+            ..h.clone()
+        };
+        odd.encode(&mut slot);
+        assert_eq!(slot[end..end + 4], [0; 4]);
+    }
+
+    #[test]
     fn header_round_trips_and_refuses_damage() {
         let h = Header {
             file_size: 1 << 20,
@@ -374,6 +459,7 @@ mod tests {
             tail: 1000,
             epoch: 0x1_0003,
             cursors: vec![(0xabc, 2000), (0xdef, 123_000)],
+            sending: Vec::new(),
         };
         let mut slot = vec![0u8; HEADER_SIZE];
         h.encode(&mut slot);

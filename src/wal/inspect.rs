@@ -570,14 +570,18 @@ mod tests {
         assert_eq!(
             r.in_use,
             Some(1),
-            "opening writes copy A, the first sync copy B"
+            "opening writes copy A, the new endpoint B, its commit A, the sync B"
         );
         let a = r.copies[0].usable().expect("copy A");
-        assert_eq!((a.generation, a.head, a.cursors.len()), (1, 0, 0));
+        assert_eq!(
+            (a.generation, a.head, a.cursors.clone()),
+            (3, 0, vec![(0xbeef, cursor)]),
+            "the commit is in a header before the sync, at the synced head"
+        );
         let b = r.copies[1].usable().expect("copy B");
         assert_eq!(
             (b.generation, b.head, b.cursors.clone()),
-            (2, head, vec![(0xbeef, cursor)])
+            (4, head, vec![(0xbeef, cursor)])
         );
         assert_eq!(
             (
@@ -609,13 +613,17 @@ mod tests {
                 path.display(),
                 MIN_SIZE - DATA_START
             ),
-            "header A: valid, generation 1, head 0, tail 0, 0 cursors".to_owned(),
-            format!("header B: valid, generation 2, head {head}, tail 0, 1 cursor"),
+            "header A: valid, generation 3, head 0, tail 0, 1 cursor".to_owned(),
             format!(
                 "  endpoint 0x000000000000beef: offset {cursor}, {} bytes behind the head",
                 head - cursor
             ),
-            "in use: header B (generation 2)".to_owned(),
+            format!("header B: valid, generation 4, head {head}, tail 0, 1 cursor"),
+            format!(
+                "  endpoint 0x000000000000beef: offset {cursor}, {} bytes behind the head",
+                head - cursor
+            ),
+            "in use: header B (generation 4)".to_owned(),
             format!(
                 "held: {head} bytes of {} ({}.{}%), offsets 0..{head}",
                 r.capacity,
@@ -657,13 +665,14 @@ mod tests {
         let r = inspect(&dir.0).expect("inspect");
         assert_eq!(r.recovered_records, 3);
         assert_eq!(r.in_use, Some(1), "the second sync writes copy B");
-        // Each open writes a header too: generations 1 and 2 by the first, 3 and 4 here.
+        // Each open writes a header too: generations 1 to 4 by the first (two of them notes of
+        // the endpoint), 5 and 6 here.
         let (a, b) = (
             r.copies[0].usable().expect("A"),
             r.copies[1].usable().expect("B"),
         );
-        assert_eq!((a.generation, a.head), (3, synced));
-        assert_eq!(b.generation, 4);
+        assert_eq!((a.generation, a.head), (5, synced));
+        assert_eq!(b.generation, 6);
         assert!(r.head > b.head, "the head moved past the persisted one");
         assert_eq!((r.series_set_records, r.samples_records), (3, 48));
         assert_eq!((r.targets, r.series), (3, 16));
@@ -671,7 +680,7 @@ mod tests {
         assert_eq!(r.newest_ms, Some(T0_MS + 27 * 15_000));
         let text = r.to_string();
         assert!(
-            text.contains("\nin use: header B (generation 4)\n"),
+            text.contains("\nin use: header B (generation 6)\n"),
             "{text}"
         );
         assert!(
@@ -778,6 +787,7 @@ mod tests {
             tail: 0,
             epoch: 1,
             cursors: vec![(0xabc, 400)],
+            sending: Vec::new(),
         };
         let judge = |b: &[u8]| HeaderCopy::judge(b, MIN_SIZE, capacity).unusable;
         assert_eq!(judge(&header_bytes(&good, format::VERSION)), None);

@@ -58,7 +58,7 @@ use std::thread::Thread;
 
 use rustix::fs::{FallocateFlags, FlockOperation};
 
-pub use consumer::{Batch, Consumer};
+pub use consumer::{Batch, Consumer, InFlight};
 
 /// A series-set rewrite leaves the producer's buffers as they were up to this size (so a
 /// rewrite of a small target allocates nothing), and gives them back above it.
@@ -204,6 +204,11 @@ struct Slot {
     used: AtomicBool,
     key: AtomicU64,
     committed: AtomicU64,
+    /// The end of the records of the request in flight (at most `committed` when none).
+    sending: AtomicU64,
+    /// Records before it were read by the endpoint's consumer (at least `committed`): their
+    /// values are in its memory, so the head overwriting them loses nothing of them.
+    read: AtomicU64,
     overwritten: AtomicU64,
     undecodable: AtomicU64,
     claimed: AtomicBool,
@@ -221,7 +226,20 @@ struct SyncState {
     synced_head: u64,
     /// The header last written, generation 0 (to skip writing an unchanged one).
     last: Option<Header>,
+    /// The header being built (its vectors reused: a note allocates nothing once warm).
+    next: Header,
+    /// The copy last written was not flushed yet (a note, [`Shared::note`]).
+    unflushed: bool,
     buf: Vec<u8>,
+}
+
+/// How a header write is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    /// Flushed (`msync`) after the records it points past: survives power loss.
+    Synced,
+    /// Written into the mapping only: survives the process, not power loss.
+    Noted,
 }
 
 /// A record as [`Shared::read`] found it; its frame is in the caller's buffer.
@@ -466,6 +484,92 @@ impl Shared {
         }
     }
 
+    /// Builds in `st.next` the header of `head` and `tail` with every endpoint's cursor and
+    /// request in flight. A synced header clamps cursors to `tail..=head` (invariant I3); a
+    /// note keeps a cursor past its head (the synced one): recovery clamps it to the head it
+    /// finds by scanning.
+    fn fill_header(&self, st: &mut SyncState, head: u64, tail: u64, how: Persist) {
+        let next = &mut st.next;
+        next.file_size = self.file_size;
+        next.generation = 0;
+        next.head = head;
+        next.tail = tail;
+        next.epoch = self.epoch;
+        next.cursors.clear();
+        next.sending.clear();
+        for s in self
+            .slots()
+            .iter()
+            .filter(|s| s.used.load(Ordering::Acquire))
+        {
+            let at = s.committed.load(Ordering::Acquire).max(tail);
+            let at = match how {
+                Persist::Synced => at.min(head),
+                Persist::Noted => at,
+            };
+            next.cursors.push((s.key.load(Ordering::Relaxed), at));
+            next.sending.push(s.sending.load(Ordering::Acquire).max(at));
+        }
+    }
+
+    /// Writes `st.next` to the copy that does not hold the last header (generation + 1),
+    /// flushing it if `how` says so; an unchanged header is not written again.
+    fn put_header(&self, st: &mut SyncState, how: Persist) -> Result<bool, WalError> {
+        let flush = how == Persist::Synced;
+        if st.last.as_ref() == Some(&st.next) {
+            if flush && st.unflushed {
+                self.region
+                    .flush(st.slot * HEADER_SIZE, HEADER_SIZE)
+                    .map_err(io("msync the ring header"))?;
+                st.unflushed = false;
+                bump(&self.counters.syncs, 1);
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let slot = 1 - st.slot;
+        st.next.generation = st.generation + 1;
+        st.buf.resize(HEADER_SIZE, 0);
+        st.next.encode(&mut st.buf);
+        st.next.generation = 0;
+        self.region.write(slot * HEADER_SIZE, &st.buf);
+        if flush {
+            self.region
+                .flush(slot * HEADER_SIZE, HEADER_SIZE)
+                .map_err(io("msync the ring header"))?;
+            bump(&self.counters.syncs, 1);
+        }
+        st.unflushed = !flush;
+        st.slot = slot;
+        st.generation += 1;
+        match st.last.as_mut() {
+            Some(last) => std::mem::swap(last, &mut st.next),
+            None => st.last = Some(std::mem::take(&mut st.next)),
+        }
+        Ok(true)
+    }
+
+    /// Writes the endpoints' cursors and requests in flight into a header copy now, without
+    /// waiting for the disk: a `kill -9` from here on finds them (the mapping outlives the
+    /// process), and the next sync flushes them. The header's head is the last synced one, so
+    /// it never points past records that were not flushed (invariant I3); records after it
+    /// are found by recovery's scan (I7).
+    fn note(&self) {
+        if !self.region.writable() {
+            return;
+        }
+        let mut guard = self
+            .sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let st = &mut *guard;
+        let head = st.synced_head;
+        let tail = self.tail.load(Ordering::Acquire).min(head);
+        self.fill_header(st, head, tail, Persist::Noted);
+        // Nothing is flushed: a note cannot fail.
+        let _ = self.put_header(st, Persist::Noted);
+    }
+
     fn flush(&self, from: u64, to: u64) -> Result<(), WalError> {
         let data = |start: u64, len: u64| {
             let at = usize::try_from(DATA_START + start).unwrap_or(usize::MAX);
@@ -691,7 +795,12 @@ impl Writer {
                 .iter()
                 .all(|s| !s.used.load(Ordering::Acquire));
             for slot in shared.slots() {
-                if slot.used.load(Ordering::Acquire) && slot.committed.load(Ordering::Acquire) <= t
+                // Records the consumer has read are sent from its memory (or counted as
+                // failed or undecodable there): only unread ones are lost here, so
+                // delivered + lost adds up to what was appended.
+                let read = slot.read.load(Ordering::Acquire);
+                if slot.used.load(Ordering::Acquire)
+                    && read.max(slot.committed.load(Ordering::Acquire)) <= t
                 {
                     bump(&slot.overwritten, n);
                     unsent = true;
@@ -928,10 +1037,16 @@ impl Ring {
         shared.head = AtomicU64::new(header.head);
         shared.tail = AtomicU64::new(header.tail);
         shared.epoch = header.epoch + 1;
-        for (s, &(key, at)) in shared.slots.iter().zip(&header.cursors) {
+        for (i, (s, &(key, at))) in shared.slots.iter().zip(&header.cursors).enumerate() {
+            let at = at.clamp(header.tail, header.head);
+            let sending = header
+                .sending
+                .get(i)
+                .map_or(at, |&e| e.clamp(at, header.head));
             s.key.store(key, Ordering::Relaxed);
-            s.committed
-                .store(at.clamp(header.tail, header.head), Ordering::Relaxed);
+            s.committed.store(at, Ordering::Relaxed);
+            s.sending.store(sending, Ordering::Relaxed);
+            s.read.store(at, Ordering::Relaxed);
             s.used.store(true, Ordering::Relaxed);
         }
         shared.slots_used = AtomicUsize::new(header.cursors.len().min(MAX_CURSORS));
@@ -940,6 +1055,8 @@ impl Ring {
             generation: header.generation,
             synced_head: synced,
             last: None,
+            next: Header::default(),
+            unflushed: false,
             buf: vec![0u8; HEADER_SIZE],
         });
         let writable = shared.region.writable();
@@ -1158,12 +1275,18 @@ impl Ring {
                 let s = &shared.slots[i];
                 s.key.store(key, Ordering::Relaxed);
                 s.committed.store(self.w.head, Ordering::Relaxed);
+                s.sending.store(self.w.head, Ordering::Relaxed);
+                s.read.store(self.w.head, Ordering::Relaxed);
                 s.overwritten.store(0, Ordering::Relaxed);
                 s.undecodable.store(0, Ordering::Relaxed);
                 s.used.store(true, Ordering::Release);
                 if i == used {
                     shared.slots_used.store(used + 1, Ordering::Release);
                 }
+                // Where it starts is in a header before anything is appended for it: a
+                // `kill -9` before the first sync must not make it a new endpoint again,
+                // starting after what this process appended.
+                shared.note();
                 i
             }
         };
@@ -1183,13 +1306,21 @@ impl Ring {
             .map(Slot::stats)
     }
 
-    /// Forgets endpoints not in `keys` that have no reader (after a reload removed them).
+    /// Forgets endpoints not in `keys` that have no reader (after a reload removed them), in
+    /// a header at once.
     pub fn retain_cursors(&mut self, keys: &[u64]) {
+        let mut forgot = false;
         for s in self.w.shared.slots() {
-            if !keys.contains(&s.key.load(Ordering::Relaxed)) && !s.claimed.load(Ordering::Acquire)
+            if s.used.load(Ordering::Acquire)
+                && !keys.contains(&s.key.load(Ordering::Relaxed))
+                && !s.claimed.load(Ordering::Acquire)
             {
                 s.used.store(false, Ordering::Release);
+                forgot = true;
             }
+        }
+        if forgot {
+            self.w.shared.note();
         }
     }
 
@@ -1225,14 +1356,16 @@ impl Slot {
 
 impl Syncer {
     /// Flushes the records appended since the last sync, then writes the header to the other
-    /// copy (invariant I3); an unchanged header is not written again. Returns whether
-    /// anything was written. It waits for the disk (`msync`), so it never runs on the loop.
+    /// copy (invariant I3); an unchanged header is not written again (but flushed, if a note
+    /// wrote it). Returns whether anything was written. It waits for the disk (`msync`), so
+    /// it never runs on the loop.
     pub fn sync(&self) -> Result<bool, WalError> {
         let shared = &*self.shared;
-        let mut st = shared
+        let mut guard = shared
             .sync
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let st = &mut *guard;
         let head = shared.head.load(Ordering::Acquire);
         let tail = shared.tail.load(Ordering::Acquire).min(head);
         let mut wrote = false;
@@ -1243,44 +1376,9 @@ impl Syncer {
             )?;
             wrote = true;
         }
-        let cursors = shared
-            .slots()
-            .iter()
-            .filter(|s| s.used.load(Ordering::Acquire))
-            .map(|s| {
-                let at = s.committed.load(Ordering::Acquire);
-                (s.key.load(Ordering::Relaxed), at.clamp(tail, head))
-            })
-            .collect();
-        let header = Header {
-            file_size: shared.file_size,
-            generation: 0,
-            head,
-            tail,
-            epoch: shared.epoch,
-            cursors,
-        };
         st.synced_head = head;
-        if st.last.as_ref() == Some(&header) {
-            return Ok(wrote);
-        }
-        let slot = 1 - st.slot;
-        let written = Header {
-            generation: st.generation + 1,
-            ..header.clone()
-        };
-        st.buf.resize(HEADER_SIZE, 0);
-        written.encode(&mut st.buf);
-        shared.region.write(slot * HEADER_SIZE, &st.buf);
-        shared
-            .region
-            .flush(slot * HEADER_SIZE, HEADER_SIZE)
-            .map_err(io("msync the ring header"))?;
-        st.slot = slot;
-        st.generation += 1;
-        st.last = Some(header);
-        bump(&shared.counters.syncs, 1);
-        Ok(true)
+        shared.fill_header(st, head, tail, Persist::Synced);
+        Ok(shared.put_header(st, Persist::Synced)? || wrote)
     }
 
     /// Syncs every `every` until `stop` is set (and this thread unparked), logging failures.

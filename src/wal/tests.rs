@@ -117,6 +117,96 @@ fn records_survive_sync_and_reopen_with_cursors() {
     assert_eq!(ring.stats().recovered_records, 0);
 }
 
+/// Issue 17: an endpoint new to the ring, in a process killed before its first sync, is known
+/// to the next process at the head where it started, so it is sent what the dead process
+/// appended (it used to start after it, as a new endpoint again).
+#[test]
+fn a_new_endpoint_killed_before_the_first_sync_is_sent_what_that_process_appended() {
+    let dir = TempDir::new("new-endpoint-crash");
+    let mut ring = Ring::open(&dir.0, SIZE).expect("open");
+    let before = put(&mut ring, 1, &payload(0, 20));
+    let start = ring.head();
+    let c = ring.consumer(0xfeed).expect("consumer");
+    assert_eq!(c.position(), start);
+    let mut written = Vec::new();
+    for i in 1..12 {
+        written.push(put(&mut ring, 1, &payload(i, 30)));
+    }
+    // `kill -9`: the mapping as it is, no sync, no drop.
+    let image = ring.image();
+    std::mem::forget(c);
+    let mut ring = Ring::from_image(&image).expect("reopen");
+    assert_eq!(ring.endpoint(0xfeed).map(|e| e.cursor), Some(start));
+    let c = ring.consumer(0xfeed).expect("consumer again");
+    assert_eq!(c.position(), start, "not at the new head {}", ring.head());
+    let mut got = Vec::new();
+    let mut at = c.position();
+    while let Found::Record { record, .. } = ring.read(at) {
+        got.push(rec(record.offset, record.kind, record.payload));
+        at = record.next;
+    }
+    assert_eq!(got, written);
+    assert_ne!(got.first(), Some(&before));
+}
+
+/// A commit is in a header at once (kill-safe), a request in flight too; the next process
+/// sees where that request ended until a commit passes it.
+#[test]
+fn commits_and_the_request_in_flight_survive_a_crash_without_a_sync() {
+    let dir = TempDir::new("commit-crash");
+    let mut ring = Ring::open(&dir.0, SIZE).expect("open");
+    let c = ring.consumer(0xbeef).expect("consumer");
+    let written: Vec<Rec> = (0..20)
+        .map(|i| put(&mut ring, 1, &payload(i, 25)))
+        .collect();
+    ring.sync().expect("sync");
+    assert_eq!(
+        ring.endpoint(0xbeef).map(|e| e.cursor),
+        Some(0),
+        "nothing committed yet"
+    );
+    let more: Vec<Rec> = (20..30)
+        .map(|i| put(&mut ring, 2, &payload(i, 9)))
+        .collect();
+    c.commit(written[12].0);
+    c.in_flight().set(more[3].0);
+    let image = ring.image();
+    drop(c);
+    let mut ring = Ring::from_image(&image).expect("reopen");
+    assert_eq!(ring.endpoint(0xbeef).map(|e| e.cursor), Some(written[12].0));
+    let c = ring.consumer(0xbeef).expect("consumer again");
+    assert_eq!(c.position(), written[12].0);
+    assert_eq!(c.unacknowledged(), Some(more[3].0));
+    // Acknowledged: the next process has nothing in flight.
+    c.commit(more[3].0);
+    let image = ring.image();
+    drop(c);
+    let mut ring = Ring::from_image(&image).expect("reopen again");
+    let c = ring.consumer(0xbeef).expect("consumer");
+    assert_eq!(c.position(), more[3].0);
+    assert_eq!(c.unacknowledged(), None);
+}
+
+/// An endpoint a reload removed is forgotten in a header at once: added back, even after a
+/// crash, it is a new endpoint and starts at the head.
+#[test]
+fn a_removed_endpoint_is_forgotten_at_once_and_added_back_starts_at_the_head() {
+    let dir = TempDir::new("removed-endpoint");
+    let mut ring = Ring::open(&dir.0, SIZE).expect("open");
+    drop(ring.consumer(0xaaaa).expect("consumer"));
+    drop(ring.consumer(0xbbbb).expect("consumer"));
+    for i in 0..5 {
+        put(&mut ring, 1, &payload(i, 25));
+    }
+    ring.retain_cursors(&[0xbbbb]);
+    let image = ring.image();
+    let mut ring = Ring::from_image(&image).expect("reopen");
+    assert_eq!(ring.endpoint(0xaaaa), None);
+    assert_eq!(ring.endpoint(0xbbbb).map(|e| e.cursor), Some(0));
+    let head = ring.head();
+    assert_eq!(ring.consumer(0xaaaa).expect("added back").position(), head);
+}
+
 #[test]
 fn records_appended_after_the_last_sync_are_recovered() {
     let dir = TempDir::new("crash");
@@ -684,7 +774,7 @@ const MODEL_ENDPOINT: u64 = 0xc0ffee;
 /// tail exactly what the model holds, its head is the model's, its tail is at or before the
 /// model's oldest record and within a capacity of the head (I2), and the records it counts
 /// dropped are the ones that left the model's front. Endpoint cursors survive syncs and
-/// crashes as synced.
+/// crashes as last committed (a commit is written into a header copy at once).
 #[test]
 fn random_operations_match_a_vecdeque_model() {
     // Each operation reads the whole ring back (~1 ms in a debug build on the host, ten times
@@ -771,6 +861,8 @@ fn random_operations_match_a_vecdeque_model() {
                     };
                     endpoint.as_ref().expect("endpoint").commit(at);
                     committed = committed.max(at);
+                    // A commit is in a header at once: a crash keeps it.
+                    persisted = committed;
                 }
                 80..=87 => {
                     ring.sync().expect("sync");
@@ -795,7 +887,7 @@ fn random_operations_match_a_vecdeque_model() {
                     assert_eq!(
                         ring.endpoint(MODEL_ENDPOINT).map(|e| e.cursor),
                         Some(committed),
-                        "seed {seed} step {step}: the cursor as synced"
+                        "seed {seed} step {step}: the cursor as last committed"
                     );
                     let c = ring.consumer(MODEL_ENDPOINT).expect("consumer");
                     assert_eq!(c.position(), committed.max(ring.tail()));

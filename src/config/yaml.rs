@@ -19,6 +19,17 @@ use saphyr_parser::{Event, Parser, ScalarStyle};
 /// Most nodes one document may expand to, aliases included. A real prometheus.yml has a few
 /// thousand; the cap stops an alias bomb ("billion laughs") from exhausting memory.
 const MAX_NODES: usize = 1 << 20;
+/// Nodes aliases may copy whatever the document's size: enough for a config that reuses a
+/// 300-node relabel block in 200 jobs. Together with [`ALIAS_RATIO`] this is our version of
+/// yaml.v3's alias-ratio check (`allowedAliasRatio` in decode.go), which yaml.v2 lacks: a
+/// document whose aliases copy far more than it writes is a bomb, refused while the copies
+/// are still small (65,536 nodes, about 5 MiB), where [`MAX_NODES`] alone let a ten-line
+/// bomb build a million-node tree (hundreds of MiB, and the heap fragmented after it).
+const ALIAS_FLOOR: usize = 1 << 16;
+/// Past [`ALIAS_FLOOR`], aliases may copy at most this many nodes per node written in the
+/// text: a large config that anchors generously stays within it, a bomb (each level
+/// copying the one before ten times) does not.
+const ALIAS_RATIO: usize = 16;
 
 /// One YAML node with the 1-based line it starts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,13 +93,15 @@ pub struct SyntaxError {
 /// Parses the first document of `text` into a node tree; `Ok(None)` for an empty document.
 ///
 /// Aliases are expanded (copied), as yaml.v2 does; the total node count is capped by
-/// `MAX_NODES`. Allocates the tree; called at start and on reload only.
+/// `MAX_NODES`, and what aliases copy by `ALIAS_FLOOR` and `ALIAS_RATIO` (checked before
+/// each copy is made). Allocates the tree; called at start and on reload only.
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     let text = normalize_tabs(text)?;
     let mut builder = Builder {
         parser: Parser::new_from_str(&text),
         anchors: Vec::new(),
         nodes: 0,
+        aliased: 0,
     };
     builder.document()
 }
@@ -158,9 +171,12 @@ fn normalize_tabs(text: &str) -> Result<std::borrow::Cow<'_, str>, SyntaxError> 
 
 struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    /// Anchored nodes by anchor id (saphyr numbers anchors from 1).
-    anchors: Vec<(usize, Node)>,
+    /// Anchored nodes by anchor id (saphyr numbers anchors from 1), with their node counts.
+    anchors: Vec<(usize, Node, usize)>,
+    /// Nodes in the tree so far, aliases' copies included (capped by [`MAX_NODES`]).
     nodes: usize,
+    /// Of `nodes`, those copied by aliases (capped by [`ALIAS_FLOOR`] and [`ALIAS_RATIO`]).
+    aliased: usize,
 }
 
 /// What one event contributed while building a node.
@@ -225,6 +241,26 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// Counts `extra` nodes an alias copies; refuses once the copies pass
+    /// `max(ALIAS_FLOOR, ALIAS_RATIO × nodes written)`.
+    fn count_aliased(&mut self, line: u32, extra: usize) -> Result<(), SyntaxError> {
+        self.aliased = self.aliased.saturating_add(extra);
+        let written = self
+            .nodes
+            .saturating_sub(self.aliased.saturating_sub(extra));
+        let limit = ALIAS_FLOOR.max(written.saturating_mul(ALIAS_RATIO));
+        if self.aliased > limit {
+            return Err(SyntaxError {
+                line,
+                col: 1,
+                reason: format!(
+                    "aliases expand to more than {limit} nodes ({written} nodes written)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn step(&mut self) -> Result<Step, SyntaxError> {
         let (ev, span) = self.next()?;
         let line = line_of(&span);
@@ -233,17 +269,18 @@ impl<'a> Builder<'a> {
             Event::SequenceEnd => return Ok(Step::SeqEnd),
             Event::MappingEnd => return Ok(Step::MapEnd),
             Event::Alias(id) => {
-                let Some((_, node)) = self.anchors.iter().rev().find(|(a, _)| *a == id) else {
+                let Some(i) = self.anchors.iter().rposition(|(a, ..)| *a == id) else {
                     return Err(SyntaxError {
                         line,
                         col: 1,
                         reason: "unknown anchor".to_owned(),
                     });
                 };
-                let node = node.clone();
-                let size = node_count(&node);
+                let size = self.anchors[i].2;
+                // Counted before the copy is made: a refused alias allocates nothing.
+                self.count_aliased(line, size)?;
                 self.count(line, size)?;
-                return Ok(Step::Node(node));
+                return Ok(Step::Node(self.anchors[i].1.clone()));
             }
             Event::Scalar(text, style, anchor, tag) => {
                 self.count(line, 1)?;
@@ -324,7 +361,8 @@ impl<'a> Builder<'a> {
             }
         };
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            let size = node_count(&node);
+            self.anchors.push((anchor, node.clone(), size));
         }
         Ok(Step::Node(node))
     }
@@ -832,7 +870,61 @@ mod tests {
             ));
         }
         let err = parse(&text).expect_err("expands to 10^8 nodes");
-        assert!(err.reason.contains("more than"), "{err:?}");
+        // Refused at a4's fifth alias, while the copies are 67,885 nodes, not 10^8.
+        assert_eq!(
+            (err.line, err.reason.as_str()),
+            (
+                5,
+                "aliases expand to more than 65536 nodes (21 nodes written)"
+            )
+        );
+        // The classic billion laughs, strings doubling through nine levels.
+        let mut lol = String::from("a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n");
+        for (prev, next) in ('a'..='h').zip('b'..='i') {
+            let items = vec![format!("*{prev}"); 9].join(", ");
+            lol.push_str(&format!("{next}: &{next} [{items}]\n"));
+        }
+        let err = parse(&lol).expect_err("expands to 9^9 nodes");
+        assert!(
+            err.reason
+                .starts_with("aliases expand to more than 65536 nodes"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn generous_anchor_use_is_accepted() {
+        // 200 jobs reusing one 301-node relabel block: 60,200 nodes copied, under the floor.
+        let mut text = String::from("block: &b [");
+        text.push_str(&vec!["x"; 300].join(", "));
+        text.push_str("]\njobs:\n");
+        for _ in 0..200 {
+            text.push_str("  - *b\n");
+        }
+        let n = doc(&text);
+        let Kind::Map(entries) = &n.kind else {
+            panic!("{n:?}")
+        };
+        assert_eq!(node_count(&entries[1].1), 1 + 200 * 301);
+        // Past the floor, a document may copy 16 nodes per node it writes: 8,000 targets and
+        // 100 jobs write about 9,400 nodes, so 100 copies of 1,001 nodes pass, 1,000 do not.
+        let large = |jobs: usize| {
+            let mut text = String::from("block: &b [");
+            text.push_str(&vec!["x"; 1000].join(", "));
+            text.push_str("]\ntargets: [");
+            text.push_str(&vec!["t"; 8000].join(", "));
+            text.push_str("]\njobs:\n");
+            for i in 0..jobs {
+                text.push_str(&format!("  - {{name: j{i}, b: *b}}\n"));
+            }
+            parse(&text)
+        };
+        assert!(large(100).is_ok(), "{:?}", large(100));
+        let err = large(1000).expect_err("1,000 copies");
+        assert!(
+            err.reason.starts_with("aliases expand to more than 1"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -969,6 +969,16 @@ mod tests {
     }
 
     #[test]
+    fn a_document_over_the_node_cap_is_refused() {
+        let items = |n: usize| format!("[{}]", vec!["x"; n].join(","));
+        // The sequence and its items: exactly the cap (measured only: building a million
+        // nodes would slow the suite under qemu), then one more.
+        assert_eq!(measure(&items(MAX_NODES - 1)), Ok(MAX_NODES));
+        let err = parse(&items(MAX_NODES)).expect_err("one node over");
+        assert_eq!(err.reason, "document expands to more than 1048576 nodes");
+    }
+
+    #[test]
     fn generous_anchor_use_is_accepted() {
         // 200 jobs reusing one 301-node relabel block: 60,200 nodes copied, under the floor.
         let mut text = String::from("block: &b [");

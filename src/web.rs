@@ -29,11 +29,28 @@
 //! on `HEAD` (its `Content-Length` is the `GET` body's).
 //!
 //! # Bounds
-//! At most [`MAX_CONNECTIONS`] connections at once; a further one is accepted and closed at
-//! once (counted in [`WebStats::rejected_connections`]) so a flood cannot queue behind the
-//! agent's scrapes. Each connection has [`TIMEOUT`] to send a whole request (head and body)
-//! after the previous answer, and [`TIMEOUT`] to take each answer; past it the connection is
-//! closed without an answer, as Go's read and write timeouts do. Memory per connection: one
+//! A request (head and body) must arrive whole within [`HEAD_TIMEOUT`] of its first byte — of
+//! the connection's opening, for its first request — as Go's `ReadHeaderTimeout` bounds a head;
+//! a keep-alive connection may wait [`TIMEOUT`] idle for that first byte, and has [`TIMEOUT`]
+//! to take each answer. Past a bound the connection is closed without an answer.
+//!
+//! At most [`MAX_CONNECTIONS`] connections at once. A connection accepted over that closes the
+//! one that has waited longest for a request head — idle keep-alive, or a client still
+//! trickling its head (slowloris) — counted in [`WebStats::evicted_connections`]; only when
+//! every connection is busy with a request (reading its body, waiting for a reload, taking
+//! its answer) is the new one closed at once instead ([`WebStats::rejected_connections`]).
+//! So a flood of slow or idle connections never starves a client that sends its request at
+//! once, such as a kubelet's `/-/healthy` or `/-/ready` probe: it takes the slot of the
+//! slowest, and is answered before it could itself be the longest waiting (the accept loop
+//! lets every connection task run between two accepts). A flood can take a slot from a
+//! probe only by opening [`MAX_CONNECTIONS`] connections between the probe's connect and its
+//! head, a few hundred microseconds on loopback; a busy slot is held at most
+//! [`HEAD_TIMEOUT`] by a slow body, a reload (coalesced, at most one a second), or
+//! [`TIMEOUT`] by a client that does not read its answer. Rejected alternatives: a slot
+//! reserved for probes (the path is only known once the head is read, which is what a
+//! slowloris withholds), and answering probes over the cap (a flood of those is unbounded).
+//!
+//! Memory per connection: one
 //! read buffer (1 KiB, doubled up to [`MAX_HEAD_BYTES`] when a head needs it, then kept), the
 //! answer's head, and the `/metrics` page while it is being sent, all reused for the
 //! connection's next request.
@@ -60,11 +77,21 @@ pub const MAX_HEAD_BYTES: usize = 8 << 10;
 pub const MAX_BODY_BYTES: u64 = 64 << 10;
 /// Connections served at once. The clients are a Prometheus or two, a kubelet probe and an
 /// operator's `curl`; 32 leaves room for all with keep-alive and caps the memory a flood can take
-/// (32 × 8 KiB of read buffers).
+/// (32 × 8 KiB of read buffers). Over it, the connection waiting longest for a head is closed
+/// (module doc, Bounds).
 pub const MAX_CONNECTIONS: u64 = 32;
-/// Time a connection has to send a request, and to take an answer; also how long an idle
-/// keep-alive connection is kept. Longer than any scrape interval a node would use would keep
-/// connections forever; 30 s outlives the common 15 s interval, so a scraper's keep-alive holds.
+/// Time a request has, from its first byte (from the connection's opening, for the first
+/// request), to arrive whole: head and the small body promlet reads. A scraper's or probe's
+/// request is one ~200-byte segment; 5 s covers four TCP retransmissions of it (0.2 + 0.4 +
+/// 0.8 + 1.6 s) on a lossy link, and is well inside a kubelet liveness probe's failure window
+/// (3 failures 10 s apart by default), so a client that withholds its head holds a slot for
+/// 5 s, not [`TIMEOUT`]. Go's `http.Server` has the idea (`ReadHeaderTimeout`), without a
+/// default.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle keep-alive connection is kept waiting for its next request's first byte,
+/// and the time a connection has to take an answer. Longer than any scrape interval a node
+/// would use would keep connections forever; 30 s outlives the common 15 s interval, so a
+/// scraper's keep-alive holds.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// Header lines a request may have (httparse needs a fixed array; 64 × 32 bytes on the stack).
 const MAX_HEADERS: usize = 64;
@@ -279,8 +306,10 @@ impl Status {
 pub struct WebStats {
     /// Answers given, by route and status (`Route::index`, `Status::index`).
     requests: [[Cell<u64>; Status::ALL.len()]; Route::ALL.len()],
-    /// Connections closed at once because [`MAX_CONNECTIONS`] were open.
+    /// Connections closed at once because [`MAX_CONNECTIONS`] were open and busy.
     rejected_connections: Cell<u64>,
+    /// Connections closed, waiting for a head, to make room for a new one.
+    evicted_connections: Cell<u64>,
     /// Connections being served now.
     open_connections: Cell<u64>,
 }
@@ -294,9 +323,15 @@ impl WebStats {
             .map_or(0, |s| self.cell(route, *s).get())
     }
 
-    /// Connections accepted and closed at once because [`MAX_CONNECTIONS`] were open.
+    /// Connections accepted and closed at once because [`MAX_CONNECTIONS`] were open and
+    /// none of them waited for a request head.
     pub fn rejected_connections(&self) -> u64 {
         self.rejected_connections.get()
+    }
+
+    /// Connections closed while they waited for a request head, to make room for a new one.
+    pub fn evicted_connections(&self) -> u64 {
+        self.evicted_connections.get()
     }
 
     /// Connections being served now.
@@ -306,8 +341,9 @@ impl WebStats {
 
     /// Appends the server's families: `prometheus_http_requests_total{code,handler}` (only the
     /// pairs answered at least once, and the family only if there is one, as client_golang
-    /// leaves out a vector's untouched children), `promlet_web_rejected_connections_total` and
-    /// `promlet_web_open_connections`. No allocation once `out` has room.
+    /// leaves out a vector's untouched children), `promlet_web_rejected_connections_total`,
+    /// `promlet_web_evicted_connections_total` and `promlet_web_open_connections`. No
+    /// allocation once `out` has room.
     pub fn render(&self, out: &mut Vec<u8>) {
         const REQUESTS: &str = "prometheus_http_requests_total";
         let mut header = false;
@@ -329,10 +365,18 @@ impl WebStats {
         family(
             out,
             REJECTED,
-            "Web connections closed as soon as accepted because 32 were already open.",
+            "Web connections closed as soon as accepted because 32 were already open and busy.",
             Kind::Counter,
         );
         sample_u64(out, REJECTED, &[], self.rejected_connections.get());
+        const EVICTED: &str = "promlet_web_evicted_connections_total";
+        family(
+            out,
+            EVICTED,
+            "Web connections closed while waiting for a request, to make room for a new one.",
+            Kind::Counter,
+        );
+        sample_u64(out, EVICTED, &[], self.evicted_connections.get());
         const OPEN: &str = "promlet_web_open_connections";
         family(out, OPEN, "Web connections being served.", Kind::Gauge);
         sample_u64(out, OPEN, &[], self.open_connections.get());
@@ -354,12 +398,15 @@ impl WebStats {
 ///
 /// Transient accept errors (a full fd table, a connection reset while queued) are retried
 /// after a pause that doubles from 5 ms to 1 s; the first of a run is logged at warn, the rest
-/// at debug. The [`MAX_CONNECTIONS`] bound counts the connections of `web`.
+/// at debug. The [`MAX_CONNECTIONS`] bound counts the connections of this call; over it, the
+/// one waiting longest for a request head is closed (module doc, Bounds).
 pub async fn serve(
     listener: TcpListener,
     web: Rc<Web>,
     ex: Rc<LocalExecutor<'static>>,
 ) -> WebError {
+    // The connections holding a slot; one whose task has ended holds the last reference.
+    let mut open: Vec<Rc<Tracked>> = Vec::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -382,23 +429,71 @@ pub async fn serve(
             }
         };
         let stats = &web.stats;
-        if stats.open_connections.get() >= MAX_CONNECTIONS {
-            stats
-                .rejected_connections
-                .set(stats.rejected_connections.get().saturating_add(1));
-            log::debug!("web: {peer}: {MAX_CONNECTIONS} connections open, closing this one");
-            drop(stream);
-            continue;
+        open.retain(|t| Rc::strong_count(t) > 1);
+        if u64::try_from(open.len()).unwrap_or(u64::MAX) >= MAX_CONNECTIONS {
+            let longest = open
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| Some((t.waiting_since.get()?, i)))
+                .min();
+            match longest {
+                Some((_, i)) => {
+                    // Its slot is free from here; the task closes the socket when it next runs.
+                    open.swap_remove(i).evict.close();
+                    let evicted = &stats.evicted_connections;
+                    evicted.set(evicted.get().saturating_add(1));
+                }
+                None => {
+                    let rejected = &stats.rejected_connections;
+                    rejected.set(rejected.get().saturating_add(1));
+                    log::debug!(
+                        "web: {peer}: {MAX_CONNECTIONS} connections busy, closing this one"
+                    );
+                    drop(stream);
+                    continue;
+                }
+            }
         }
         // Taken here, not in the task, so the bound holds before the task first runs.
         let slot = Slot::take(Rc::clone(&web));
+        let (evict, evicted) = smol::channel::bounded(1);
+        let tracked = Rc::new(Tracked {
+            waiting_since: Cell::new(Some(Instant::now())),
+            evict,
+        });
+        open.push(Rc::clone(&tracked));
         ex.spawn(async move {
-            if let Err(e) = connection(stream, &slot.0).await {
+            let conn = Conn {
+                web: &slot.0,
+                tracked: &tracked,
+                evicted,
+            };
+            if let Err(e) = connection(stream, conn).await {
                 log::debug!("web: {peer}: {e}");
             }
         })
         .detach();
+        // Let the new connection read what it was sent (and every other task run) before the
+        // next accept: a burst of accepts must not evict a probe before it read its head.
+        smol::future::yield_now().await;
     }
+}
+
+/// A connection as the accept loop sees it.
+struct Tracked {
+    /// Since when it has waited for a request head (its opening, or its last answer); `None`
+    /// while a request is being served. The accept loop evicts the earliest.
+    waiting_since: Cell<Option<Instant>>,
+    /// Closed to evict the connection: its wait for a head ends and it closes.
+    evict: smol::channel::Sender<()>,
+}
+
+/// What a connection's task holds: the server, its own [`Tracked`], and the receiving end of
+/// its eviction notice.
+struct Conn<'a> {
+    web: &'a Web,
+    tracked: &'a Tracked,
+    evicted: smol::channel::Receiver<()>,
 }
 
 /// One of the [`MAX_CONNECTIONS`] places, given back when the connection's task ends (or is
@@ -640,8 +735,9 @@ impl Reply<'static> {
     }
 }
 
-/// Serves one connection until it closes, times out or breaks.
-async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
+/// Serves one connection until it closes, times out, breaks or is evicted.
+async fn connection(mut stream: TcpStream, conn: Conn<'_>) -> io::Result<()> {
+    let web = conn.web;
     // The head and the body go out as two writes; without this, Nagle holds the body until the
     // client's delayed ACK of the head (40 ms on Linux).
     stream.set_nodelay(true)?;
@@ -650,8 +746,15 @@ async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
     let mut out = Vec::new();
     let mut page = Vec::new();
     let mut timer = Timer::never();
+    let mut first_request = true;
     loop {
-        timer.set_at(Instant::now() + TIMEOUT);
+        let now = Instant::now();
+        conn.tracked.waiting_since.set(Some(now));
+        // The request clock starts now when its first byte is here (pipelined) or this is the
+        // connection's first request; else the connection idles until a byte comes.
+        let head_started = first_request || filled > 0;
+        first_request = false;
+        timer.set_at(now + if head_started { HEAD_TIMEOUT } else { TIMEOUT });
         // Parsing again after every read would cost O(head²) against a client that sends a
         // byte at a time; a head can only complete in a read that brings its blank line, so
         // only such reads (and the first, which refuses garbage at once) parse.
@@ -682,12 +785,22 @@ async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
                 }
                 buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
             }
-            match timed(&mut timer, stream.read(&mut buf[filled..])).await {
+            let read = timed(&mut timer, stream.read(&mut buf[filled..]));
+            let evicted = async {
+                let _ = conn.evicted.recv().await;
+                Err(io::Error::other(
+                    "closed while waiting for a request head: a new connection needed the slot",
+                ))
+            };
+            match smol::future::or(read, evicted).await {
                 // The client closed: between requests that is the normal end; within a head
                 // there is no one left to answer.
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     let first = filled == 0;
+                    if first && !head_started {
+                        timer.set_at(Instant::now() + HEAD_TIMEOUT);
+                    }
                     filled += n;
                     // Two bytes back: a blank line may straddle two reads.
                     parse_now = first || ends_head(&buf[scanned.saturating_sub(2)..filled]);
@@ -698,6 +811,7 @@ async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
                 Err(e) => return Err(e),
             }
         };
+        conn.tracked.waiting_since.set(None);
 
         let length = match head.body {
             Body::Length(n) if n <= MAX_BODY_BYTES => n,
@@ -1163,9 +1277,11 @@ mod tests {
         stats.count(Route::Other, Status::NotFound);
         stats.count(Route::Healthy, Status::Ok);
         stats.rejected_connections.set(3);
+        stats.evicted_connections.set(5);
         assert_eq!(stats.requests(Route::Metrics, 200), 2);
         assert_eq!(stats.requests(Route::Metrics, 418), 0);
         assert_eq!(stats.rejected_connections(), 3);
+        assert_eq!(stats.evicted_connections(), 5);
         let mut out = Vec::new();
         stats.render(&mut out);
         assert_eq!(
@@ -1175,9 +1291,12 @@ mod tests {
              prometheus_http_requests_total{code=\"200\",handler=\"/-/healthy\"} 1\n\
              prometheus_http_requests_total{code=\"200\",handler=\"/metrics\"} 2\n\
              prometheus_http_requests_total{code=\"404\",handler=\"other\"} 1\n\
-             # HELP promlet_web_rejected_connections_total Web connections closed as soon as accepted because 32 were already open.\n\
+             # HELP promlet_web_rejected_connections_total Web connections closed as soon as accepted because 32 were already open and busy.\n\
              # TYPE promlet_web_rejected_connections_total counter\n\
              promlet_web_rejected_connections_total 3\n\
+             # HELP promlet_web_evicted_connections_total Web connections closed while waiting for a request, to make room for a new one.\n\
+             # TYPE promlet_web_evicted_connections_total counter\n\
+             promlet_web_evicted_connections_total 5\n\
              # HELP promlet_web_open_connections Web connections being served.\n\
              # TYPE promlet_web_open_connections gauge\n\
              promlet_web_open_connections 0\n"

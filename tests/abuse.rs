@@ -1,13 +1,20 @@
-//! promlet under abuse, as a process on loopback: config bombs sent by reload. Every loop is bounded in count
+//! promlet under abuse, as a process on loopback: a slowloris flood against its web server,
+//! and config bombs sent by reload. Every loop is bounded in count
 //! and time; promlet is killed by pid when a test ends.
 
 mod support;
 
-use std::time::Duration;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use support::peers::{Promlet, TempDir};
 use support::receiver::{Answer, Scripted};
 use support::{free_port, http};
+
+/// The head timeout the README promises.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A config with `targets` static targets that refuse connections (nothing listens on their
 /// ports) and one remote_write to `receiver`.
@@ -21,6 +28,127 @@ fn config(receiver: &Scripted, targets: usize) -> String {
         list.join(", "),
         receiver.url()
     )
+}
+
+/// One `GET path` on a fresh connection, every step bounded by `limit`: the status, or
+/// `None` if the connection closed or timed out without one.
+fn probe(port: u16, path: &str, limit: Duration) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.set_write_timeout(Some(limit)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).ok()?;
+    std::str::from_utf8(answer.get(9..12)?).ok()?.parse().ok()
+}
+
+/// Sets its flag when dropped (a panic included).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Holds `n` slowloris connections to `port` until `stop`: each sends a request line and then
+/// one header byte a second, never the blank line; one that is closed is opened again.
+/// Returns how many were opened in all.
+fn slowloris(port: u16, n: usize, stop: &AtomicBool) -> usize {
+    let open = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").ok()?;
+        Some(s)
+    };
+    let mut opened = 0;
+    let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+    // Bounded: the test stops it within seconds; 60 s is the backstop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        for c in conns.iter_mut() {
+            let alive = c.as_mut().is_some_and(|s| s.write_all(b"a").is_ok());
+            if !alive {
+                *c = open();
+                opened += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    opened
+}
+
+#[test]
+fn health_probes_answer_through_a_slowloris_flood_and_slow_heads_are_cut() {
+    let dir = TempDir::new("abuse-flood");
+    let receiver = Scripted::start(Vec::new(), Answer::ok());
+    let promlet = Promlet::start(&dir.0, &config(&receiver, 1), &[]);
+    let port = promlet.port;
+    let stop = AtomicBool::new(false);
+    let mut slowest = Duration::ZERO;
+    let opened = std::thread::scope(|s| {
+        let flood = s.spawn(|| slowloris(port, 40, &stop));
+        // A failed probe ends the flood too, so the test fails at once.
+        let _stop = StopOnDrop(&stop);
+        std::thread::sleep(Duration::from_millis(500));
+        // Eight rounds a second apart: past the head timeout, so the flood has been cut and
+        // opened again while the probes ran.
+        for round in 0..8 {
+            for path in ["/-/healthy", "/-/ready"] {
+                let started = Instant::now();
+                let status = probe(port, path, Duration::from_secs(1));
+                let took = started.elapsed();
+                assert_eq!(status, Some(200), "round {round}: {path} after {took:?}");
+                assert!(
+                    took < Duration::from_secs(1),
+                    "round {round}: {path} {took:?}"
+                );
+                slowest = slowest.max(took);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        stop.store(true, Ordering::SeqCst);
+        flood.join().expect("the flood thread")
+    });
+    println!("slowest probe during the flood: {slowest:?}; {opened} slow connections opened");
+    assert!(opened > 40, "the flood was cut and opened again: {opened}");
+
+    // Alone, a client that never finishes its head is closed after the head timeout.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let started = Instant::now();
+    slow.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .expect("write");
+    let mut byte = [0u8; 1];
+    let closed_after = loop {
+        assert!(
+            started.elapsed() < HEAD_TIMEOUT * 3,
+            "a slow head still open after {:?}",
+            started.elapsed()
+        );
+        let _ = slow.write_all(b"a");
+        match slow.read(&mut byte) {
+            Ok(0) => break started.elapsed(),
+            Ok(_) => panic!("an answer to a request never finished"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break started.elapsed(),
+        }
+    };
+    println!("a slow head was closed after {closed_after:?}");
+    assert!(
+        closed_after >= HEAD_TIMEOUT - Duration::from_millis(100),
+        "closed before the head timeout: {closed_after:?}"
+    );
+    assert!(
+        closed_after < HEAD_TIMEOUT + Duration::from_secs(2),
+        "closed long after the head timeout: {closed_after:?}"
+    );
+    assert_eq!(promlet.stop(), 0);
 }
 
 /// `RssAnon` of `pid` in bytes.

@@ -34,9 +34,10 @@
 //! a keep-alive connection may wait [`TIMEOUT`] idle for that first byte, and has [`TIMEOUT`]
 //! to take each answer. Past a bound the connection is closed without an answer.
 //!
-//! At most [`MAX_CONNECTIONS`] connections at once. A connection accepted over that closes the
-//! one that has waited longest for a request head — idle keep-alive, or a client still
-//! trickling its head (slowloris) — counted in [`WebStats::evicted_connections`]; only when
+//! At most [`MAX_CONNECTIONS`] connections at once. A connection accepted over that closes one
+//! lingering after its last answer if there is one, else the one that has waited longest for
+//! a request head — idle keep-alive, or a client still trickling its head (slowloris) —
+//! counted in [`WebStats::evicted_connections`]; only when
 //! every connection is busy with a request (reading its body, waiting for a reload, taking
 //! its answer) is the new one closed at once instead ([`WebStats::rejected_connections`]).
 //! So a flood of slow or idle connections never starves a client that sends its request at
@@ -434,7 +435,8 @@ pub async fn serve(
             let longest = open
                 .iter()
                 .enumerate()
-                .filter_map(|(i, t)| Some((t.waiting_since.get()?, i)))
+                .map(|(i, t)| (t.phase.get(), i))
+                .filter(|(phase, _)| *phase != Phase::Busy)
                 .min();
             match longest {
                 Some((_, i)) => {
@@ -456,9 +458,9 @@ pub async fn serve(
         }
         // Taken here, not in the task, so the bound holds before the task first runs.
         let slot = Slot::take(Rc::clone(&web));
-        let (evict, evicted) = smol::channel::bounded(1);
+        let (evict, notice) = smol::channel::bounded(1);
         let tracked = Rc::new(Tracked {
-            waiting_since: Cell::new(Some(Instant::now())),
+            phase: Cell::new(Phase::Waiting(Instant::now())),
             evict,
         });
         open.push(Rc::clone(&tracked));
@@ -466,7 +468,7 @@ pub async fn serve(
             let conn = Conn {
                 web: &slot.0,
                 tracked: &tracked,
-                evicted,
+                notice,
             };
             if let Err(e) = connection(stream, conn).await {
                 log::debug!("web: {peer}: {e}");
@@ -481,11 +483,22 @@ pub async fn serve(
 
 /// A connection as the accept loop sees it.
 struct Tracked {
-    /// Since when it has waited for a request head (its opening, or its last answer); `None`
-    /// while a request is being served. The accept loop evicts the earliest.
-    waiting_since: Cell<Option<Instant>>,
-    /// Closed to evict the connection: its wait for a head ends and it closes.
+    /// What it is doing; the accept loop evicts the least of those not [`Phase::Busy`].
+    phase: Cell<Phase>,
+    /// Closed to evict the connection: its wait for a head (or its linger) ends and it closes.
     evict: smol::channel::Sender<()>,
+}
+
+/// What a connection is doing, in the order connections are evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Answered for the last time, lingering before the close ([`LINGER`]): nothing is lost.
+    Closing,
+    /// Waiting for a request head since then (its opening, or its last answer): the longest
+    /// waiting first.
+    Waiting(Instant),
+    /// Serving a request (reading its body, waiting for a reload, writing its answer).
+    Busy,
 }
 
 /// What a connection's task holds: the server, its own [`Tracked`], and the receiving end of
@@ -493,7 +506,15 @@ struct Tracked {
 struct Conn<'a> {
     web: &'a Web,
     tracked: &'a Tracked,
-    evicted: smol::channel::Receiver<()>,
+    notice: smol::channel::Receiver<()>,
+}
+
+impl Conn<'_> {
+    /// Resolves once the accept loop has evicted this connection (never before).
+    async fn evicted(&self) {
+        // Nothing is ever sent: the channel only closes.
+        let _ = self.notice.recv().await;
+    }
 }
 
 /// One of the [`MAX_CONNECTIONS`] places, given back when the connection's task ends (or is
@@ -749,7 +770,7 @@ async fn connection(mut stream: TcpStream, conn: Conn<'_>) -> io::Result<()> {
     let mut first_request = true;
     loop {
         let now = Instant::now();
-        conn.tracked.waiting_since.set(Some(now));
+        conn.tracked.phase.set(Phase::Waiting(now));
         // The request clock starts now when its first byte is here (pipelined) or this is the
         // connection's first request; else the connection idles until a byte comes.
         let head_started = first_request || filled > 0;
@@ -772,7 +793,8 @@ async fn connection(mut stream: TcpStream, conn: Conn<'_>) -> io::Result<()> {
                         };
                         web.stats.count(Route::Other, status);
                         let reply = Reply::refusal(status);
-                        return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply).await;
+                        return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply, &conn)
+                            .await;
                     }
                 }
             }
@@ -781,13 +803,13 @@ async fn connection(mut stream: TcpStream, conn: Conn<'_>) -> io::Result<()> {
                     let status = Status::HeaderFieldsTooLarge;
                     web.stats.count(Route::Other, status);
                     let reply = Reply::refusal(status);
-                    return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply).await;
+                    return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply, &conn).await;
                 }
                 buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
             }
             let read = timed(&mut timer, stream.read(&mut buf[filled..]));
             let evicted = async {
-                let _ = conn.evicted.recv().await;
+                conn.evicted().await;
                 Err(io::Error::other(
                     "closed while waiting for a request head: a new connection needed the slot",
                 ))
@@ -811,7 +833,7 @@ async fn connection(mut stream: TcpStream, conn: Conn<'_>) -> io::Result<()> {
                 Err(e) => return Err(e),
             }
         };
-        conn.tracked.waiting_since.set(None);
+        conn.tracked.phase.set(Phase::Busy);
 
         let length = match head.body {
             Body::Length(n) if n <= MAX_BODY_BYTES => n,
@@ -822,7 +844,7 @@ async fn connection(mut stream: TcpStream, conn: Conn<'_>) -> io::Result<()> {
                 };
                 web.stats.count(head.route, status);
                 let reply = Reply::refusal(status);
-                return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply).await;
+                return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply, &conn).await;
             }
         };
         let mut start = head.len;
@@ -902,7 +924,7 @@ async fn connection(mut stream: TcpStream, conn: Conn<'_>) -> io::Result<()> {
         )
         .await?;
         if connection == Connection::Close {
-            linger(&mut stream, &mut buf, &mut timer).await;
+            linger(&mut stream, &mut buf, &mut timer, &conn).await;
             return Ok(());
         }
         // Keep what the client pipelined after this request.
@@ -962,9 +984,10 @@ async fn refuse(
     buf: &mut [u8],
     timer: &mut Timer,
     reply: Reply<'_>,
+    conn: &Conn<'_>,
 ) -> io::Result<()> {
     write_reply(stream, out, timer, reply, Connection::Close, true).await?;
-    linger(stream, buf, timer).await;
+    linger(stream, buf, timer, conn).await;
     Ok(())
 }
 
@@ -1050,14 +1073,21 @@ fn http_date(out: &mut Vec<u8>, secs: u64) {
 
 /// Shuts our half of the connection and reads what the client still sends, for at most
 /// [`LINGER`] and [`LINGER_BYTES`], so the answer is not lost to a reset (see [`LINGER`]).
-async fn linger(stream: &mut TcpStream, buf: &mut [u8], timer: &mut Timer) {
+/// The connection is the first a new one evicts meanwhile, which ends the linger.
+async fn linger(stream: &mut TcpStream, buf: &mut [u8], timer: &mut Timer, conn: &Conn<'_>) {
+    conn.tracked.phase.set(Phase::Closing);
     if stream.shutdown(std::net::Shutdown::Write).is_err() {
         return;
     }
     timer.set_at(Instant::now() + LINGER);
     let mut left = LINGER_BYTES;
     while left > 0 {
-        match timed(timer, stream.read(buf)).await {
+        let read = timed(timer, stream.read(buf));
+        let evicted = async {
+            conn.evicted().await;
+            Ok(0)
+        };
+        match smol::future::or(read, evicted).await {
             Ok(0) | Err(_) => return,
             Ok(n) => left = left.saturating_sub(n),
         }

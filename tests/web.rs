@@ -604,6 +604,26 @@ fn connections_over_the_limit_are_closed_and_counted_when_all_are_busy() {
 }
 
 #[test]
+fn connections_closing_after_their_answer_make_room_first() {
+    let server = Server::start();
+    // Answered and closing: each lingers (500 ms) for its client, which keeps it open.
+    let mut closing = fill(&server, b"GET /-/healthy HTTP/1.0\r\n\r\n", 200);
+    let mut waiting = server.client();
+    waiting.send(b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        waiting.response(false).status,
+        200,
+        "a closing one made room"
+    );
+    assert!(closing[0].closed());
+    // The connection waiting for its next request outranks those still closing.
+    let page = server.metrics();
+    assert_eq!(value(&page, "promlet_web_evicted_connections_total"), 2);
+    waiting.send(b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(waiting.response(false).status, 200);
+}
+
+#[test]
 fn the_head_timeout_cuts_slow_requests_not_idle_connections() {
     let server = Server::start();
     let mut idle = server.client();

@@ -1,5 +1,5 @@
 //! promlet under abuse, as a process on loopback: a slowloris flood against its web server,
-//! and config bombs sent by reload. Every loop is bounded in count
+//! a storm of reload requests, and config bombs sent by reload. Every loop is bounded in count
 //! and time; promlet is killed by pid when a test ends.
 
 mod support;
@@ -16,12 +16,10 @@ use support::{free_port, http};
 /// The head timeout the README promises.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A config with `targets` static targets that refuse connections (nothing listens on their
-/// ports) and one remote_write to `receiver`.
-fn config(receiver: &Scripted, targets: usize) -> String {
-    let list: Vec<String> = (0..targets)
-        .map(|_| format!("'127.0.0.1:{}'", free_port()))
-        .collect();
+/// A config of static targets on `ports` (where nothing listens: they refuse connections) and
+/// one remote_write to `receiver`.
+fn config(receiver: &Scripted, ports: &[u16]) -> String {
+    let list: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
     format!(
         "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: j\n    \
          static_configs: [{{targets: [{}]}}]\nremote_write:\n  - url: {}\n",
@@ -86,7 +84,7 @@ fn slowloris(port: u16, n: usize, stop: &AtomicBool) -> usize {
 fn health_probes_answer_through_a_slowloris_flood_and_slow_heads_are_cut() {
     let dir = TempDir::new("abuse-flood");
     let receiver = Scripted::start(Vec::new(), Answer::ok());
-    let promlet = Promlet::start(&dir.0, &config(&receiver, 1), &[]);
+    let promlet = Promlet::start(&dir.0, &config(&receiver, &[free_port()]), &[]);
     let port = promlet.port;
     let stop = AtomicBool::new(false);
     let mut slowest = Duration::ZERO;
@@ -151,6 +149,83 @@ fn health_probes_answer_through_a_slowloris_flood_and_slow_heads_are_cut() {
     assert_eq!(promlet.stop(), 0);
 }
 
+/// The `config reloaded (…)` lines of `log`.
+fn reload_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("config reloaded ("))
+        .collect()
+}
+
+#[test]
+fn a_reload_storm_runs_few_reloads_one_log_line_each() {
+    let dir = TempDir::new("abuse-reload");
+    let receiver = Scripted::start(Vec::new(), Answer::ok());
+    let ports = [free_port(), free_port()];
+    let promlet = Promlet::start(&dir.0, &config(&receiver, &ports), &["--log.level=info"]);
+    // Let start-up lines (a target going down) pass before the storm is measured.
+    std::thread::sleep(Duration::from_secs(2));
+    let log_before = promlet.log().len();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..100 {
+                promlet.signal("HUP");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        // 200 POSTs from 25 clients, 8 each, every one answered 200.
+        let clients: Vec<_> = (0..25)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..8 {
+                        let answer = http(promlet.port, "POST /-/reload HTTP/1.0", b"");
+                        assert_eq!(answer.map(|a| a.0), Some(200));
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().expect("a reload client");
+        }
+    });
+    // The last request: a changed config (one target fewer: a new one would log that it is
+    // down) and one more SIGHUP; a reload must load it.
+    std::fs::write(dir.join("promlet.yml"), config(&receiver, &ports[..1])).expect("config");
+    promlet.signal("HUP");
+    let storm = started.elapsed();
+    promlet.wait_for(
+        Duration::from_secs(10),
+        "the reload after the last request",
+        || {
+            reload_lines(&promlet.log()[log_before..])
+                .last()
+                .is_some_and(|l| l.contains("(1 targets, 1 endpoints)"))
+        },
+    );
+    // Nothing else was reloading: let a late one finish before counting.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = promlet.log();
+    let grown = &log[log_before..];
+    let reloads = reload_lines(grown).len();
+    println!(
+        "{reloads} reloads for 301 requests in {storm:?}; {} log bytes",
+        grown.len()
+    );
+    // At most one reload starts a second, plus the one running when the storm began and the
+    // one for the last request.
+    let bound = usize::try_from(storm.as_secs()).expect("seconds") + 3;
+    assert!(
+        (1..=bound).contains(&reloads),
+        "{reloads} reloads in {storm:?}:\n{grown}"
+    );
+    assert_eq!(
+        grown.lines().count(),
+        reloads,
+        "one line per reload:\n{grown}"
+    );
+    assert_eq!(promlet.stop(), 0);
+}
+
 /// `RssAnon` of `pid` in bytes.
 fn rss_anon(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -179,7 +254,7 @@ fn bomb() -> String {
 fn refused_alias_bombs_give_their_memory_back_and_the_old_config_runs_on() {
     let dir = TempDir::new("abuse-bomb");
     let receiver = Scripted::start(Vec::new(), Answer::ok());
-    let good = config(&receiver, 2);
+    let good = config(&receiver, &[free_port(), free_port()]);
     let promlet = Promlet::start(&dir.0, &good, &[]);
     // Warm up: a few scrapes and sends, and one good reload, before the baseline.
     let (status, _) = http(promlet.port, "POST /-/reload HTTP/1.0", b"").expect("reload");

@@ -245,7 +245,8 @@ fn the_agent_runs_reloads_on_sighup_and_stops_on_sigterm() {
         &config,
         "--storage.agent.path",
         &dir.0.join("data").to_string_lossy(),
-        "--log.level=info",
+        // A reload logs one line at info; the jobs it runs, at debug.
+        "--log.level=debug",
         "--web.listen-address=127.0.0.1:0",
     ]);
     agent.wait_for("listening on");

@@ -150,9 +150,10 @@ fn describe(config: &Config, detail: log::Level) {
 }
 
 /// Runs the agent: the loop (scrape tasks, the self HTTP server, signals), one sender thread
-/// per `remote_write`. SIGHUP and `POST /-/reload` reload (a bad config is refused and the
-/// old one kept); SIGTERM or SIGINT stop: scraping ends, senders flush up to
-/// `--storage.remote.flush-deadline`, the ring is synced.
+/// per `remote_write`. SIGHUP and `POST /-/reload` reload, coalesced and at most once per
+/// [`RELOAD_INTERVAL`] (a bad config is refused and the old one kept); SIGTERM or SIGINT
+/// stop: scraping ends, senders flush up to `--storage.remote.flush-deadline`, the ring is
+/// synced.
 fn run(args: &Args) -> ExitCode {
     let level = args.log_level;
     // ureq's debug lines are the wire (connections, pooled sockets, redacted request heads):

@@ -128,7 +128,8 @@ pub struct Web {
     /// Set once the ring is open and the config loaded; `/-/ready` answers 503 until then.
     pub ready: Rc<Cell<bool>>,
     /// A `POST`/`PUT /-/reload` sends a reply channel here and waits, without a time limit (as
-    /// Prometheus does), for the agent to reload and answer `Ok` or the error's text.
+    /// Prometheus does), for the agent to reload and answer `Ok` or the error's text. The
+    /// agent may answer several requests with one reload, one that started after each of them.
     pub reload: smol::channel::Sender<smol::channel::Sender<Result<(), String>>>,
     /// The server's counters; the `metrics` callback can share the `Rc` and call
     /// [`WebStats::render`].

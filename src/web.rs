@@ -37,19 +37,19 @@
 //! At most [`MAX_CONNECTIONS`] connections at once. A connection accepted over that closes one
 //! lingering after its last answer if there is one, else the one that has waited longest for
 //! a request head — idle keep-alive, or a client still trickling its head (slowloris) —
-//! counted in [`WebStats::evicted_connections`]; only when
-//! every connection is busy with a request (reading its body, waiting for a reload, taking
-//! its answer) is the new one closed at once instead ([`WebStats::rejected_connections`]).
-//! So a flood of slow or idle connections never starves a client that sends its request at
-//! once, such as a kubelet's `/-/healthy` or `/-/ready` probe: it takes the slot of the
-//! slowest, and is answered before it could itself be the longest waiting (the accept loop
-//! lets every connection task run between two accepts). A flood can take a slot from a
-//! probe only by opening [`MAX_CONNECTIONS`] connections between the probe's connect and its
-//! head, a few hundred microseconds on loopback; a busy slot is held at most
-//! [`HEAD_TIMEOUT`] by a slow body, a reload (coalesced, at most one a second), or
-//! [`TIMEOUT`] by a client that does not read its answer. Rejected alternatives: a slot
-//! reserved for probes (the path is only known once the head is read, which is what a
-//! slowloris withholds), and answering probes over the cap (a flood of those is unbounded).
+//! counted in [`WebStats::evicted_connections`]. Only when every connection is busy with a
+//! request (reading its body, waiting for a reload, taking its answer) is the new one closed
+//! at once instead ([`WebStats::rejected_connections`]). So a flood of slow or idle
+//! connections never starves a client that sends its request at once, such as a kubelet's
+//! `/-/healthy` or `/-/ready` probe: it takes the slot of the slowest, and its head is read
+//! before it could itself be the longest waiting (the accept loop lets every connection task
+//! run between two accepts). A flood could take a slot from a probe only by opening
+//! [`MAX_CONNECTIONS`] connections between the probe's connect and the arrival of its head. A
+//! busy slot is held at most [`HEAD_TIMEOUT`] by a slow body, [`TIMEOUT`] by a client that
+//! does not read its answer, and by a `/-/reload` until the reload serving it ends (reloads
+//! start at most once a second, one serving all that wait). Rejected alternatives: a slot reserved for probes (the path is only known once the
+//! head is read, which is what a slowloris withholds), and answering probes over the cap (a
+//! flood of those would be unbounded).
 //!
 //! Memory per connection: one
 //! read buffer (1 KiB, doubled up to [`MAX_HEAD_BYTES`] when a head needs it, then kept), the

@@ -421,7 +421,7 @@ impl Agent {
         *self.shared.discovered.borrow_mut() = per_job;
         let (added, removed, restarted) = self.reconcile(targets).await;
         self.force_target_limits(&exceeded);
-        info!("targets: {added} added, {removed} removed (stale-marked), {restarted} restarted with new settings");
+        log::debug!("targets: {added} added, {removed} removed (stale-marked), {restarted} restarted with new settings");
         let endpoints_changed = self.config.remote_write != config.remote_write
             || self.config.global.external_labels != config.global.external_labels;
         self.config = config;

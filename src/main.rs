@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use promlet::config::{units::format_duration, Config, ConfigError, DEFAULT_CONFIG};
@@ -102,20 +103,33 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
     }
 }
 
-fn describe(config: &Config) {
+/// Reloads start at most this often; requests that come sooner wait and are served by one
+/// reload. A reload parses the file and reconciles every target (milliseconds to a second with
+/// Kubernetes discovery's lists), and a SIGHUP or `POST /-/reload` costs the caller nothing, so
+/// a loop or a misbehaving sidecar could otherwise keep the agent reloading and logging
+/// flat out. Config reloaders (prometheus-config-reloader, configmap-reload) poll every few
+/// seconds or more, so an honest caller never waits; the first request after a quiet second is
+/// served at once.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Logs what `config` runs: a line for the file, then one per job and endpoint at `detail`
+/// (info at start, debug on reload, where one summary line is logged at info).
+fn describe(config: &Config, detail: log::Level) {
     let source = if config.file.as_os_str().is_empty() {
         "<built-in>".to_owned()
     } else {
         config.file.display().to_string()
     };
-    info!(
+    log::log!(
+        detail,
         "config {source}: {} scrape configs, {} remote_write endpoints, scrape_interval {}",
         config.scrape_configs.len(),
         config.remote_write.len(),
         format_duration(config.global.scrape_interval)
     );
     for sc in &config.scrape_configs {
-        info!(
+        log::log!(
+            detail,
             "job {:?}: every {} (timeout {}), {} static targets, {} file_sd, {} kubelet_sd, {} kubernetes_sd",
             sc.job_name,
             format_duration(sc.scrape_interval),
@@ -131,17 +145,15 @@ fn describe(config: &Config) {
     }
     for rw in &config.remote_write {
         // The URL may carry userinfo; log scheme and host only.
-        info!("remote_write {}://{}", rw.url.scheme, rw.url.host);
-    }
-    if config.remote_write.is_empty() {
-        warn!("no remote_write endpoint: nothing will be sent");
+        log::log!(detail, "remote_write {}://{}", rw.url.scheme, rw.url.host);
     }
 }
 
 /// Runs the agent: the loop (scrape tasks, the self HTTP server, signals), one sender thread
-/// per `remote_write`. SIGHUP and `POST /-/reload` reload (a bad config is refused and the
-/// old one kept); SIGTERM or SIGINT stop: scraping ends, senders flush up to
-/// `--storage.remote.flush-deadline`, the ring is synced.
+/// per `remote_write`. SIGHUP and `POST /-/reload` reload, coalesced and at most once per
+/// [`RELOAD_INTERVAL`] (a bad config is refused and the old one kept); SIGTERM or SIGINT
+/// stop: scraping ends, senders flush up to `--storage.remote.flush-deadline`, the ring is
+/// synced.
 fn run(args: &Args) -> ExitCode {
     let level = args.log_level;
     // ureq's debug lines are the wire (connections, pooled sockets, redacted request heads):
@@ -176,7 +188,10 @@ fn run(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    describe(&config);
+    describe(&config, log::Level::Info);
+    if config.remote_write.is_empty() {
+        warn!("no remote_write endpoint: nothing will be sent");
+    }
     let ring = match Ring::open(Path::new(&args.storage_agent_path), args.storage_agent_size) {
         Ok(r) => r,
         Err(e) => {
@@ -242,28 +257,57 @@ fn run(args: &Args) -> ExitCode {
             Signal(Option<std::io::Result<async_signal::Signal>>),
             Reload(Option<smol::channel::Sender<Result<(), String>>>),
             Discovered,
+            ReloadDue,
         }
+        // Reload requests are coalesced: one that comes while a reload is pending joins it;
+        // one that comes while a reload runs (the loop is in `reload`, so it waits in its
+        // channel) makes one more reload pending. A pending reload starts RELOAD_INTERVAL
+        // after the last one started, at once if that has passed. So every request is served
+        // by a reload that starts after it, and a storm runs one reload a second.
+        let mut reload_due = smol::Timer::never();
+        let mut pending = false;
+        let mut last_start: Option<Instant> = None;
+        // The `POST /-/reload` callers the pending reload answers: one per waiting
+        // connection, so at most the web server's connection cap.
+        let mut callers: Vec<smol::channel::Sender<Result<(), String>>> = Vec::new();
         loop {
+            // The due reload first: a stream of signals must not hold it back.
             let event = smol::future::or(
-                smol::future::or(async { Event::Signal(signals.next().await) }, async {
-                    Event::Reload(reload_rx.recv().await.ok())
-                }),
                 async {
-                    // The agent holds a sender: this never closes while it runs.
-                    let _ = discovered.recv().await;
-                    Event::Discovered
+                    (&mut reload_due).await;
+                    Event::ReloadDue
                 },
+                smol::future::or(
+                    smol::future::or(async { Event::Signal(signals.next().await) }, async {
+                        Event::Reload(reload_rx.recv().await.ok())
+                    }),
+                    async {
+                        // The agent holds a sender: this never closes while it runs.
+                        let _ = discovered.recv().await;
+                        Event::Discovered
+                    },
+                ),
             )
             .await;
+            let mut requested = false;
             match event {
                 Event::Discovered => agent.rediscover().await,
-                Event::Signal(Some(Ok(async_signal::Signal::Hup))) => {
-                    let _ = reload(args, &mut agent).await;
-                }
+                Event::Signal(Some(Ok(async_signal::Signal::Hup))) => requested = true,
                 Event::Reload(Some(reply)) => {
-                    let _ = reply.send(reload(args, &mut agent).await).await;
+                    callers.push(reply);
+                    requested = true;
                 }
                 Event::Reload(None) => {}
+                Event::ReloadDue => {
+                    reload_due = smol::Timer::never();
+                    pending = false;
+                    last_start = Some(Instant::now());
+                    let result = reload(args, &mut agent).await;
+                    for caller in callers.drain(..) {
+                        // Each caller's channel holds one answer and waits for it.
+                        let _ = caller.try_send(result.clone());
+                    }
+                }
                 Event::Signal(Some(Ok(other))) => {
                     info!("{other:?} received, stopping");
                     break;
@@ -273,6 +317,12 @@ fn run(args: &Args) -> ExitCode {
                     break;
                 }
                 Event::Signal(None) => break,
+            }
+            if requested && !pending {
+                pending = true;
+                let now = Instant::now();
+                let at = last_start.map_or(now, |t| (t + RELOAD_INTERVAL).max(now));
+                reload_due.set_at(at);
             }
         }
     }));
@@ -290,13 +340,19 @@ fn run(args: &Args) -> ExitCode {
     }
 }
 
-/// Loads the config again and applies it, or keeps the running one.
+/// Loads the config again and applies it, or keeps the running one. Logs one line either
+/// way: `config reloaded (N targets, M endpoints)` at info (the details at debug), or why
+/// the config was refused at error.
 async fn reload(args: &Args, agent: &mut Agent) -> Result<(), String> {
     match load(args) {
         Ok(c) => {
             agent.apply(c).await;
-            info!("config reloaded");
-            describe(&agent.config);
+            let targets: usize = agent.shared.discovered.borrow().iter().map(|j| j.1).sum();
+            info!(
+                "config reloaded ({targets} targets, {} endpoints)",
+                agent.config.remote_write.len()
+            );
+            describe(&agent.config, log::Level::Debug);
             Ok(())
         }
         Err(e) => {

@@ -29,11 +29,29 @@
 //! on `HEAD` (its `Content-Length` is the `GET` body's).
 //!
 //! # Bounds
-//! At most [`MAX_CONNECTIONS`] connections at once; a further one is accepted and closed at
-//! once (counted in [`WebStats::rejected_connections`]) so a flood cannot queue behind the
-//! agent's scrapes. Each connection has [`TIMEOUT`] to send a whole request (head and body)
-//! after the previous answer, and [`TIMEOUT`] to take each answer; past it the connection is
-//! closed without an answer, as Go's read and write timeouts do. Memory per connection: one
+//! A request (head and body) must arrive whole within [`HEAD_TIMEOUT`] of its first byte — of
+//! the connection's opening, for its first request — as Go's `ReadHeaderTimeout` bounds a head;
+//! a keep-alive connection may wait [`TIMEOUT`] idle for that first byte, and has [`TIMEOUT`]
+//! to take each answer. Past a bound the connection is closed without an answer.
+//!
+//! At most [`MAX_CONNECTIONS`] connections at once. A connection accepted over that closes one
+//! lingering after its last answer if there is one, else the one that has waited longest for
+//! a request head — idle keep-alive, or a client still trickling its head (slowloris) —
+//! counted in [`WebStats::evicted_connections`]. Only when every connection is busy with a
+//! request (reading its body, waiting for a reload, taking its answer) is the new one closed
+//! at once instead ([`WebStats::rejected_connections`]). So a flood of slow or idle
+//! connections never starves a client that sends its request at once, such as a kubelet's
+//! `/-/healthy` or `/-/ready` probe: it takes the slot of the slowest, and its head is read
+//! before it could itself be the longest waiting (the accept loop lets every connection task
+//! run between two accepts). A flood could take a slot from a probe only by opening
+//! [`MAX_CONNECTIONS`] connections between the probe's connect and the arrival of its head. A
+//! busy slot is held at most [`HEAD_TIMEOUT`] by a slow body, [`TIMEOUT`] by a client that
+//! does not read its answer, and by a `/-/reload` until the reload serving it ends (reloads
+//! start at most once a second, one serving all that wait). Rejected alternatives: a slot reserved for probes (the path is only known once the
+//! head is read, which is what a slowloris withholds), and answering probes over the cap (a
+//! flood of those would be unbounded).
+//!
+//! Memory per connection: one
 //! read buffer (1 KiB, doubled up to [`MAX_HEAD_BYTES`] when a head needs it, then kept), the
 //! answer's head, and the `/metrics` page while it is being sent, all reused for the
 //! connection's next request.
@@ -60,11 +78,21 @@ pub const MAX_HEAD_BYTES: usize = 8 << 10;
 pub const MAX_BODY_BYTES: u64 = 64 << 10;
 /// Connections served at once. The clients are a Prometheus or two, a kubelet probe and an
 /// operator's `curl`; 32 leaves room for all with keep-alive and caps the memory a flood can take
-/// (32 × 8 KiB of read buffers).
+/// (32 × 8 KiB of read buffers). Over it, the connection waiting longest for a head is closed
+/// (module doc, Bounds).
 pub const MAX_CONNECTIONS: u64 = 32;
-/// Time a connection has to send a request, and to take an answer; also how long an idle
-/// keep-alive connection is kept. Longer than any scrape interval a node would use would keep
-/// connections forever; 30 s outlives the common 15 s interval, so a scraper's keep-alive holds.
+/// Time a request has, from its first byte (from the connection's opening, for the first
+/// request), to arrive whole: head and the small body promlet reads. A scraper's or probe's
+/// request is one ~200-byte segment; 5 s covers four TCP retransmissions of it (0.2 + 0.4 +
+/// 0.8 + 1.6 s) on a lossy link, and is well inside a kubelet liveness probe's failure window
+/// (3 failures 10 s apart by default), so a client that withholds its head holds a slot for
+/// 5 s, not [`TIMEOUT`]. Go's `http.Server` has the idea (`ReadHeaderTimeout`), without a
+/// default.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle keep-alive connection is kept waiting for its next request's first byte,
+/// and the time a connection has to take an answer. Longer than any scrape interval a node
+/// would use would keep connections forever; 30 s outlives the common 15 s interval, so a
+/// scraper's keep-alive holds.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// Header lines a request may have (httparse needs a fixed array; 64 × 32 bytes on the stack).
 const MAX_HEADERS: usize = 64;
@@ -100,7 +128,8 @@ pub struct Web {
     /// Set once the ring is open and the config loaded; `/-/ready` answers 503 until then.
     pub ready: Rc<Cell<bool>>,
     /// A `POST`/`PUT /-/reload` sends a reply channel here and waits, without a time limit (as
-    /// Prometheus does), for the agent to reload and answer `Ok` or the error's text.
+    /// Prometheus does), for the agent to reload and answer `Ok` or the error's text. The
+    /// agent may answer several requests with one reload, one that started after each of them.
     pub reload: smol::channel::Sender<smol::channel::Sender<Result<(), String>>>,
     /// The server's counters; the `metrics` callback can share the `Rc` and call
     /// [`WebStats::render`].
@@ -279,8 +308,10 @@ impl Status {
 pub struct WebStats {
     /// Answers given, by route and status (`Route::index`, `Status::index`).
     requests: [[Cell<u64>; Status::ALL.len()]; Route::ALL.len()],
-    /// Connections closed at once because [`MAX_CONNECTIONS`] were open.
+    /// Connections closed at once because [`MAX_CONNECTIONS`] were open and busy.
     rejected_connections: Cell<u64>,
+    /// Connections closed, waiting for a head, to make room for a new one.
+    evicted_connections: Cell<u64>,
     /// Connections being served now.
     open_connections: Cell<u64>,
 }
@@ -294,9 +325,15 @@ impl WebStats {
             .map_or(0, |s| self.cell(route, *s).get())
     }
 
-    /// Connections accepted and closed at once because [`MAX_CONNECTIONS`] were open.
+    /// Connections accepted and closed at once because [`MAX_CONNECTIONS`] were open and
+    /// none of them waited for a request head.
     pub fn rejected_connections(&self) -> u64 {
         self.rejected_connections.get()
+    }
+
+    /// Connections closed while they waited for a request head, to make room for a new one.
+    pub fn evicted_connections(&self) -> u64 {
+        self.evicted_connections.get()
     }
 
     /// Connections being served now.
@@ -306,8 +343,9 @@ impl WebStats {
 
     /// Appends the server's families: `prometheus_http_requests_total{code,handler}` (only the
     /// pairs answered at least once, and the family only if there is one, as client_golang
-    /// leaves out a vector's untouched children), `promlet_web_rejected_connections_total` and
-    /// `promlet_web_open_connections`. No allocation once `out` has room.
+    /// leaves out a vector's untouched children), `promlet_web_rejected_connections_total`,
+    /// `promlet_web_evicted_connections_total` and `promlet_web_open_connections`. No
+    /// allocation once `out` has room.
     pub fn render(&self, out: &mut Vec<u8>) {
         const REQUESTS: &str = "prometheus_http_requests_total";
         let mut header = false;
@@ -329,10 +367,18 @@ impl WebStats {
         family(
             out,
             REJECTED,
-            "Web connections closed as soon as accepted because 32 were already open.",
+            "Web connections closed as soon as accepted because 32 were already open and busy.",
             Kind::Counter,
         );
         sample_u64(out, REJECTED, &[], self.rejected_connections.get());
+        const EVICTED: &str = "promlet_web_evicted_connections_total";
+        family(
+            out,
+            EVICTED,
+            "Web connections closed while waiting for a request, to make room for a new one.",
+            Kind::Counter,
+        );
+        sample_u64(out, EVICTED, &[], self.evicted_connections.get());
         const OPEN: &str = "promlet_web_open_connections";
         family(out, OPEN, "Web connections being served.", Kind::Gauge);
         sample_u64(out, OPEN, &[], self.open_connections.get());
@@ -354,12 +400,15 @@ impl WebStats {
 ///
 /// Transient accept errors (a full fd table, a connection reset while queued) are retried
 /// after a pause that doubles from 5 ms to 1 s; the first of a run is logged at warn, the rest
-/// at debug. The [`MAX_CONNECTIONS`] bound counts the connections of `web`.
+/// at debug. The [`MAX_CONNECTIONS`] bound counts the connections of this call; over it, the
+/// one waiting longest for a request head is closed (module doc, Bounds).
 pub async fn serve(
     listener: TcpListener,
     web: Rc<Web>,
     ex: Rc<LocalExecutor<'static>>,
 ) -> WebError {
+    // The connections holding a slot; one whose task has ended holds the last reference.
+    let mut open: Vec<Rc<Tracked>> = Vec::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -382,22 +431,90 @@ pub async fn serve(
             }
         };
         let stats = &web.stats;
-        if stats.open_connections.get() >= MAX_CONNECTIONS {
-            stats
-                .rejected_connections
-                .set(stats.rejected_connections.get().saturating_add(1));
-            log::debug!("web: {peer}: {MAX_CONNECTIONS} connections open, closing this one");
-            drop(stream);
-            continue;
+        open.retain(|t| Rc::strong_count(t) > 1);
+        if u64::try_from(open.len()).unwrap_or(u64::MAX) >= MAX_CONNECTIONS {
+            let longest = open
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.phase.get(), i))
+                .filter(|(phase, _)| *phase != Phase::Busy)
+                .min();
+            match longest {
+                Some((_, i)) => {
+                    // Its slot is free from here; the task closes the socket when it next runs.
+                    open.swap_remove(i).evict.close();
+                    let evicted = &stats.evicted_connections;
+                    evicted.set(evicted.get().saturating_add(1));
+                }
+                None => {
+                    let rejected = &stats.rejected_connections;
+                    rejected.set(rejected.get().saturating_add(1));
+                    log::debug!(
+                        "web: {peer}: {MAX_CONNECTIONS} connections busy, closing this one"
+                    );
+                    drop(stream);
+                    continue;
+                }
+            }
         }
         // Taken here, not in the task, so the bound holds before the task first runs.
         let slot = Slot::take(Rc::clone(&web));
+        let (evict, notice) = smol::channel::bounded(1);
+        let tracked = Rc::new(Tracked {
+            phase: Cell::new(Phase::Waiting(Instant::now())),
+            evict,
+        });
+        open.push(Rc::clone(&tracked));
         ex.spawn(async move {
-            if let Err(e) = connection(stream, &slot.0).await {
+            let conn = Conn {
+                web: &slot.0,
+                tracked: &tracked,
+                notice,
+            };
+            if let Err(e) = connection(stream, conn).await {
                 log::debug!("web: {peer}: {e}");
             }
         })
         .detach();
+        // Let the new connection read what it was sent (and every other task run) before the
+        // next accept: a burst of accepts must not evict a probe before it read its head.
+        smol::future::yield_now().await;
+    }
+}
+
+/// A connection as the accept loop sees it.
+struct Tracked {
+    /// What it is doing; the accept loop evicts the least of those not [`Phase::Busy`].
+    phase: Cell<Phase>,
+    /// Closed to evict the connection: its wait for a head (or its linger) ends and it closes.
+    evict: smol::channel::Sender<()>,
+}
+
+/// What a connection is doing, in the order connections are evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Answered for the last time, lingering before the close ([`LINGER`]): nothing is lost.
+    Closing,
+    /// Waiting for a request head since then (its opening, or its last answer): the longest
+    /// waiting first.
+    Waiting(Instant),
+    /// Serving a request (reading its body, waiting for a reload, writing its answer).
+    Busy,
+}
+
+/// What a connection's task holds: the server, its own [`Tracked`], and the receiving end of
+/// its eviction notice.
+struct Conn<'a> {
+    web: &'a Web,
+    tracked: &'a Tracked,
+    notice: smol::channel::Receiver<()>,
+}
+
+impl Conn<'_> {
+    /// Resolves once the accept loop has evicted this connection (never before).
+    async fn evicted(&self) {
+        // Nothing is ever sent: the channel only closes.
+        let _ = self.notice.recv().await;
     }
 }
 
@@ -640,8 +757,9 @@ impl Reply<'static> {
     }
 }
 
-/// Serves one connection until it closes, times out or breaks.
-async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
+/// Serves one connection until it closes, times out, breaks or is evicted.
+async fn connection(mut stream: TcpStream, conn: Conn<'_>) -> io::Result<()> {
+    let web = conn.web;
     // The head and the body go out as two writes; without this, Nagle holds the body until the
     // client's delayed ACK of the head (40 ms on Linux).
     stream.set_nodelay(true)?;
@@ -650,8 +768,15 @@ async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
     let mut out = Vec::new();
     let mut page = Vec::new();
     let mut timer = Timer::never();
+    let mut first_request = true;
     loop {
-        timer.set_at(Instant::now() + TIMEOUT);
+        let now = Instant::now();
+        conn.tracked.phase.set(Phase::Waiting(now));
+        // The request clock starts now when its first byte is here (pipelined) or this is the
+        // connection's first request; else the connection idles until a byte comes.
+        let head_started = first_request || filled > 0;
+        first_request = false;
+        timer.set_at(now + if head_started { HEAD_TIMEOUT } else { TIMEOUT });
         // Parsing again after every read would cost O(head²) against a client that sends a
         // byte at a time; a head can only complete in a read that brings its blank line, so
         // only such reads (and the first, which refuses garbage at once) parse.
@@ -669,7 +794,8 @@ async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
                         };
                         web.stats.count(Route::Other, status);
                         let reply = Reply::refusal(status);
-                        return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply).await;
+                        return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply, &conn)
+                            .await;
                     }
                 }
             }
@@ -678,16 +804,26 @@ async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
                     let status = Status::HeaderFieldsTooLarge;
                     web.stats.count(Route::Other, status);
                     let reply = Reply::refusal(status);
-                    return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply).await;
+                    return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply, &conn).await;
                 }
                 buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
             }
-            match timed(&mut timer, stream.read(&mut buf[filled..])).await {
+            let read = timed(&mut timer, stream.read(&mut buf[filled..]));
+            let evicted = async {
+                conn.evicted().await;
+                Err(io::Error::other(
+                    "closed while waiting for a request head: a new connection needed the slot",
+                ))
+            };
+            match smol::future::or(read, evicted).await {
                 // The client closed: between requests that is the normal end; within a head
                 // there is no one left to answer.
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     let first = filled == 0;
+                    if first && !head_started {
+                        timer.set_at(Instant::now() + HEAD_TIMEOUT);
+                    }
                     filled += n;
                     // Two bytes back: a blank line may straddle two reads.
                     parse_now = first || ends_head(&buf[scanned.saturating_sub(2)..filled]);
@@ -698,6 +834,7 @@ async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
                 Err(e) => return Err(e),
             }
         };
+        conn.tracked.phase.set(Phase::Busy);
 
         let length = match head.body {
             Body::Length(n) if n <= MAX_BODY_BYTES => n,
@@ -708,7 +845,7 @@ async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
                 };
                 web.stats.count(head.route, status);
                 let reply = Reply::refusal(status);
-                return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply).await;
+                return refuse(&mut stream, &mut out, &mut buf, &mut timer, reply, &conn).await;
             }
         };
         let mut start = head.len;
@@ -788,7 +925,7 @@ async fn connection(mut stream: TcpStream, web: &Web) -> io::Result<()> {
         )
         .await?;
         if connection == Connection::Close {
-            linger(&mut stream, &mut buf, &mut timer).await;
+            linger(&mut stream, &mut buf, &mut timer, &conn).await;
             return Ok(());
         }
         // Keep what the client pipelined after this request.
@@ -848,9 +985,10 @@ async fn refuse(
     buf: &mut [u8],
     timer: &mut Timer,
     reply: Reply<'_>,
+    conn: &Conn<'_>,
 ) -> io::Result<()> {
     write_reply(stream, out, timer, reply, Connection::Close, true).await?;
-    linger(stream, buf, timer).await;
+    linger(stream, buf, timer, conn).await;
     Ok(())
 }
 
@@ -936,14 +1074,21 @@ fn http_date(out: &mut Vec<u8>, secs: u64) {
 
 /// Shuts our half of the connection and reads what the client still sends, for at most
 /// [`LINGER`] and [`LINGER_BYTES`], so the answer is not lost to a reset (see [`LINGER`]).
-async fn linger(stream: &mut TcpStream, buf: &mut [u8], timer: &mut Timer) {
+/// The connection is the first a new one evicts meanwhile, which ends the linger.
+async fn linger(stream: &mut TcpStream, buf: &mut [u8], timer: &mut Timer, conn: &Conn<'_>) {
+    conn.tracked.phase.set(Phase::Closing);
     if stream.shutdown(std::net::Shutdown::Write).is_err() {
         return;
     }
     timer.set_at(Instant::now() + LINGER);
     let mut left = LINGER_BYTES;
     while left > 0 {
-        match timed(timer, stream.read(buf)).await {
+        let read = timed(timer, stream.read(buf));
+        let evicted = async {
+            conn.evicted().await;
+            Ok(0)
+        };
+        match smol::future::or(read, evicted).await {
             Ok(0) | Err(_) => return,
             Ok(n) => left = left.saturating_sub(n),
         }
@@ -1163,9 +1308,11 @@ mod tests {
         stats.count(Route::Other, Status::NotFound);
         stats.count(Route::Healthy, Status::Ok);
         stats.rejected_connections.set(3);
+        stats.evicted_connections.set(5);
         assert_eq!(stats.requests(Route::Metrics, 200), 2);
         assert_eq!(stats.requests(Route::Metrics, 418), 0);
         assert_eq!(stats.rejected_connections(), 3);
+        assert_eq!(stats.evicted_connections(), 5);
         let mut out = Vec::new();
         stats.render(&mut out);
         assert_eq!(
@@ -1175,9 +1322,12 @@ mod tests {
              prometheus_http_requests_total{code=\"200\",handler=\"/-/healthy\"} 1\n\
              prometheus_http_requests_total{code=\"200\",handler=\"/metrics\"} 2\n\
              prometheus_http_requests_total{code=\"404\",handler=\"other\"} 1\n\
-             # HELP promlet_web_rejected_connections_total Web connections closed as soon as accepted because 32 were already open.\n\
+             # HELP promlet_web_rejected_connections_total Web connections closed as soon as accepted because 32 were already open and busy.\n\
              # TYPE promlet_web_rejected_connections_total counter\n\
              promlet_web_rejected_connections_total 3\n\
+             # HELP promlet_web_evicted_connections_total Web connections closed while waiting for a request, to make room for a new one.\n\
+             # TYPE promlet_web_evicted_connections_total counter\n\
+             promlet_web_evicted_connections_total 5\n\
              # HELP promlet_web_open_connections Web connections being served.\n\
              # TYPE promlet_web_open_connections gauge\n\
              promlet_web_open_connections 0\n"

@@ -128,6 +128,23 @@ fn check_config_exit_codes_and_one_line_per_file() {
 }
 
 #[test]
+fn check_config_refuses_an_endless_file_at_the_size_cap() {
+    // Under a 256 MiB address-space cap: reading /dev/zero to its end would need gigabytes,
+    // so only a read that stops at the 4 MiB cap gets to print the reason.
+    let out = Command::new("prlimit")
+        .arg("--as=268435456")
+        .arg(env!("CARGO_BIN_EXE_promlet"))
+        .args(["check", "config", "/dev/zero"])
+        .output()
+        .expect("prlimit runs promlet");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "FAILED: /dev/zero: larger than 4194304 bytes\n"
+    );
+}
+
+#[test]
 fn the_default_config_prints_and_checks_valid() {
     let out = promlet(&["--print-default-config"]);
     assert!(out.status.success());
@@ -228,7 +245,8 @@ fn the_agent_runs_reloads_on_sighup_and_stops_on_sigterm() {
         &config,
         "--storage.agent.path",
         &dir.0.join("data").to_string_lossy(),
-        "--log.level=info",
+        // A reload logs one line at info; the jobs it runs, at debug.
+        "--log.level=debug",
         "--web.listen-address=127.0.0.1:0",
     ]);
     agent.wait_for("listening on");

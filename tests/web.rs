@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use promlet::web::{serve, Web, WebStats, MAX_CONNECTIONS};
+use promlet::web::{serve, Web, WebStats, HEAD_TIMEOUT, MAX_CONNECTIONS};
 
 /// What the test asks of the server's loop thread; each is acknowledged once applied.
 enum Control {
@@ -306,6 +306,7 @@ fn routes_answer_as_prometheus() {
         "prometheus_http_requests_total{code=\"405\",handler=\"/-/reload\"} 2\n",
         "prometheus_http_requests_total{code=\"503\",handler=\"/-/ready\"} 2\n",
         "promlet_web_rejected_connections_total 0\n",
+        "promlet_web_evicted_connections_total 0\n",
     ] {
         assert!(page.contains(line), "{line} missing from:\n{page}");
     }
@@ -534,35 +535,110 @@ fn random_bytes_never_stop_the_server() {
     );
 }
 
-#[test]
-fn connections_over_the_limit_are_closed_and_counted() {
-    let server = Server::start();
+/// The value of `series` on a `/metrics` page.
+fn value(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing from:\n{page}"))
+        .parse()
+        .expect("a count")
+}
+
+/// [`MAX_CONNECTIONS`] connections, opened one after the other, each sent `request` and
+/// answered `status` (its head only) before the next connects.
+fn fill(server: &Server, request: &[u8], status: u16) -> Vec<Client> {
     let limit = usize::try_from(MAX_CONNECTIONS).expect("a small number");
-    let mut held = Vec::new();
-    for _ in 0..limit {
-        let mut c = server.client();
-        // Each is answered, so each was accepted and holds a place before the next connects.
-        c.send(b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n");
-        assert_eq!(c.response(false).status, 200);
-        held.push(c);
-    }
+    (0..limit)
+        .map(|_| {
+            let mut c = server.client();
+            c.send(request);
+            let r = c.response(status != 200);
+            assert_eq!(r.status, status);
+            c
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_over_the_limit_evicts_the_one_waiting_longest() {
+    let server = Server::start();
+    // Each is answered, so each holds a place, idle since its answer, before the next.
+    let mut held = fill(&server, b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+    let mut over = server.client();
+    over.send(b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        over.response(false).status,
+        200,
+        "the new connection is served"
+    );
+    assert!(held[0].closed(), "the longest idle connection is closed");
+    held[1].send(b"GET /-/ready HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(held[1].response(false).status, 503, "the others stay open");
+    over.send(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    let page = String::from_utf8(over.response(false).body).expect("utf-8");
+    assert_eq!(value(&page, "promlet_web_evicted_connections_total"), 1);
+    assert_eq!(value(&page, "promlet_web_rejected_connections_total"), 0);
+    assert_eq!(value(&page, "promlet_web_open_connections"), 32);
+}
+
+#[test]
+fn connections_over_the_limit_are_closed_and_counted_when_all_are_busy() {
+    let server = Server::start();
+    // The 100 Continue says the head was read: each connection now waits for its body.
+    let mut busy = fill(
+        &server,
+        b"POST /-/reload HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+        100,
+    );
     let mut over = server.client();
     assert!(over.closed(), "the connection over the limit stays open");
 
-    // Closing one frees its place (once the server sees the close).
-    drop(held.pop());
+    // A body sent: answered, and that connection waits for a head again, so a new connection
+    // takes its place.
+    busy[0].send(b"{}");
+    assert_eq!(busy[0].response(false).status, 200);
     let page = server.metrics();
-    let rejected: u64 = page
-        .lines()
-        .find_map(|l| l.strip_prefix("promlet_web_rejected_connections_total "))
-        .expect("the rejected counter")
-        .parse()
-        .expect("a count");
-    assert!(rejected >= 1, "{page}");
-    assert!(
-        page.contains(&format!("promlet_web_open_connections {limit}\n")),
-        "{page}"
+    assert_eq!(value(&page, "promlet_web_rejected_connections_total"), 1);
+    assert_eq!(value(&page, "promlet_web_evicted_connections_total"), 1);
+    assert!(busy[0].closed(), "evicted for the /metrics connection");
+}
+
+#[test]
+fn connections_closing_after_their_answer_make_room_first() {
+    let server = Server::start();
+    // Answered and closing: each lingers (500 ms) for its client, which keeps it open.
+    let mut closing = fill(&server, b"GET /-/healthy HTTP/1.0\r\n\r\n", 200);
+    let mut waiting = server.client();
+    waiting.send(b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        waiting.response(false).status,
+        200,
+        "a closing one made room"
     );
+    assert!(closing[0].closed());
+    // The connection waiting for its next request outranks those still closing.
+    let page = server.metrics();
+    assert_eq!(value(&page, "promlet_web_evicted_connections_total"), 2);
+    waiting.send(b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(waiting.response(false).status, 200);
+}
+
+#[test]
+fn the_head_timeout_cuts_slow_requests_not_idle_connections() {
+    let server = Server::start();
+    let mut idle = server.client();
+    idle.send(b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(idle.response(false).status, 200);
+    // A whole head whose body never comes.
+    let mut no_body = server.client();
+    no_body.send(b"POST /-/reload HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n");
+    let started = Instant::now();
+    std::thread::sleep(HEAD_TIMEOUT + Duration::from_millis(500));
+    assert!(no_body.closed(), "a body not sent within the head timeout");
+    assert!(started.elapsed() < HEAD_TIMEOUT * 2);
+    // Idle between requests for longer than the head timeout: still served.
+    idle.send(b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(idle.response(false).status, 200);
 }
 
 #[test]

@@ -30,6 +30,13 @@ use self::yaml::{index, join, Located, Node};
 /// `promlet --print-default-config`).
 pub const DEFAULT_CONFIG: &str = include_str!("default.yml");
 
+/// The largest config file read. A node's prometheus.yml is a few KiB; one listing 10,000
+/// static targets with a label each is about 0.5 MiB. 4 MiB is many times any real one, and it
+/// bounds the text a parse holds (the text, its tab-normalised copy) to 8 MiB on a 512 MiB
+/// board. Reading stops one byte past it, so `/dev/zero` or a runaway generator is refused at
+/// once instead of growing the process until the kernel kills it.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 /// Why a config file was refused.
 #[derive(Debug)]
 pub enum ConfigError {
@@ -39,6 +46,11 @@ pub enum ConfigError {
         file: PathBuf,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// The file holds more than [`MAX_CONFIG_BYTES`].
+    TooLarge {
+        /// The file.
+        file: PathBuf,
     },
     /// The YAML could not be parsed.
     Syntax {
@@ -81,6 +93,13 @@ impl fmt::Display for ConfigError {
             ConfigError::Read { file, source } => {
                 write!(f, "{}: cannot read config: {source}", file.display())
             }
+            ConfigError::TooLarge { file } => {
+                write!(
+                    f,
+                    "{}: larger than {MAX_CONFIG_BYTES} bytes",
+                    file.display()
+                )
+            }
             ConfigError::Syntax {
                 file,
                 line,
@@ -110,6 +129,32 @@ impl std::error::Error for ConfigError {
             _ => None,
         }
     }
+}
+
+/// The text of `path`, read up to one byte past [`MAX_CONFIG_BYTES`] (the byte that tells a
+/// file at the cap from one over it).
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let read = |source| ConfigError::Read {
+        file: path.to_owned(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            file: path.to_owned(),
+        });
+    }
+    // The words std's read_to_string uses for the same failure.
+    String::from_utf8(bytes).map_err(|_| {
+        read(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })
 }
 
 /// Per-scrape limits; 0 means no limit (Prometheus' convention).
@@ -372,11 +417,10 @@ pub type Warning = String;
 
 impl Config {
     /// Reads and validates `path`; relative paths inside are resolved against its directory.
+    /// At most [`MAX_CONFIG_BYTES`] are read: a longer file (or a device that never ends) is
+    /// [`ConfigError::TooLarge`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_owned(),
-            source,
-        })?;
+        let text = read_bounded(path)?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         Config::parse(&text, path, dir)
     }

@@ -474,3 +474,31 @@ fn the_builtin_config_is_valid() {
         "http://127.0.0.1:9090/api/v1/write"
     );
 }
+
+#[test]
+fn a_file_over_the_size_cap_is_refused_unparsed() {
+    let dir = std::env::temp_dir().join(format!("promlet-config-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cap = usize::try_from(MAX_CONFIG_BYTES).expect("4 MiB fits");
+    // A valid document padded with a comment to exactly the cap loads; one byte more does not.
+    let mut text = format!("{RW}#");
+    text.push_str(&"x".repeat(cap - text.len()));
+    let at_cap = dir.join("at-cap.yml");
+    std::fs::write(&at_cap, &text).expect("write");
+    assert!(
+        Config::load(&at_cap).is_ok(),
+        "a file of exactly the cap loads"
+    );
+    text.push('x');
+    let over = dir.join("over.yml");
+    std::fs::write(&over, &text).expect("write");
+    let e = Config::load(&over).expect_err("over the cap");
+    assert_eq!(
+        e.to_string(),
+        format!("{}: larger than 4194304 bytes", over.display())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // A device that never ends is refused after the cap, not read forever.
+    let e = Config::load(Path::new("/dev/zero")).expect_err("/dev/zero");
+    assert_eq!(e.to_string(), "/dev/zero: larger than 4194304 bytes");
+}

@@ -19,6 +19,17 @@ use saphyr_parser::{Event, Parser, ScalarStyle};
 /// Most nodes one document may expand to, aliases included. A real prometheus.yml has a few
 /// thousand; the cap stops an alias bomb ("billion laughs") from exhausting memory.
 const MAX_NODES: usize = 1 << 20;
+/// Nodes aliases may copy whatever the document's size: enough for a config that reuses a
+/// 300-node relabel block in 200 jobs. Together with [`ALIAS_RATIO`] this is our version of
+/// yaml.v3's alias-ratio check (`allowedAliasRatio` in decode.go), which yaml.v2 lacks: a
+/// document whose aliases copy far more than it writes is a bomb, refused while the copies
+/// are still small (65,536 nodes, about 5 MiB), where [`MAX_NODES`] alone let a ten-line
+/// bomb build a million-node tree (hundreds of MiB, and the heap fragmented after it).
+const ALIAS_FLOOR: usize = 1 << 16;
+/// Past [`ALIAS_FLOOR`], aliases may copy at most this many nodes per node written in the
+/// text: a large config that anchors generously stays within it, a bomb (each level
+/// copying the one before ten times) does not.
+const ALIAS_RATIO: usize = 16;
 
 /// One YAML node with the 1-based line it starts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,16 +92,137 @@ pub struct SyntaxError {
 
 /// Parses the first document of `text` into a node tree; `Ok(None)` for an empty document.
 ///
-/// Aliases are expanded (copied), as yaml.v2 does; the total node count is capped by
-/// `MAX_NODES`. Allocates the tree; called at start and on reload only.
+/// Aliases are expanded (copied), as yaml.v2 does. The document is read twice: a first pass
+/// counts the nodes the tree would have and refuses it past `MAX_NODES`, or when aliases
+/// copy more than `ALIAS_FLOOR` and `ALIAS_RATIO` allow, before anything is built; only then
+/// is the tree built. A refused bomb so costs the parser's own state, never a tree: building
+/// even a capped tree and dropping it left glibc's heap fragmented, several MiB that a
+/// long-running agent never got back. Allocates the tree; called at start and on reload only.
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     let text = normalize_tabs(text)?;
+    measure(&text)?;
     let mut builder = Builder {
         parser: Parser::new_from_str(&text),
         anchors: Vec::new(),
-        nodes: 0,
     };
     builder.document()
+}
+
+/// Walks the first document of `text` counting the nodes [`parse`] would build, aliases'
+/// copies included, and refuses it as [`Budget`] says. Allocates one `(anchor, size)` pair
+/// per anchor and one entry per open collection, nothing per node.
+/// Returns the count.
+fn measure(text: &str) -> Result<usize, SyntaxError> {
+    let mut parser = Parser::new_from_str(text);
+    let mut budget = Budget::default();
+    // Anchor id → the node count of what it names (latest definition last).
+    let mut sizes: Vec<(usize, usize)> = Vec::new();
+    // Open collections: their anchor and the node count when they started.
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    loop {
+        let (ev, span) = next_event(&mut parser)?;
+        let line = line_of(&span);
+        match ev {
+            Event::DocumentEnd | Event::StreamEnd => return Ok(budget.nodes),
+            Event::Scalar(_, _, anchor, _) => {
+                budget.written(line)?;
+                if anchor > 0 {
+                    sizes.push((anchor, 1));
+                }
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                budget.written(line)?;
+                open.push((anchor, budget.nodes - 1));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, start)) = open.pop() {
+                    if anchor > 0 {
+                        sizes.push((anchor, budget.nodes - start));
+                    }
+                }
+            }
+            Event::Alias(id) => {
+                let Some(&(_, size)) = sizes.iter().rev().find(|(a, _)| *a == id) else {
+                    return Err(unknown_anchor(line));
+                };
+                budget.copied(line, size)?;
+            }
+            Event::Nothing | Event::StreamStart | Event::DocumentStart(_) => {}
+        }
+    }
+}
+
+/// What one document may build: [`MAX_NODES`] in all, and alias copies within
+/// `max(ALIAS_FLOOR, ALIAS_RATIO × nodes written)`.
+#[derive(Debug, Default)]
+struct Budget {
+    /// Nodes so far, aliases' copies included.
+    nodes: usize,
+    /// Of `nodes`, those copied by aliases.
+    aliased: usize,
+}
+
+impl Budget {
+    /// One node written in the text, at `line`.
+    fn written(&mut self, line: u32) -> Result<(), SyntaxError> {
+        self.add(line, 1)
+    }
+
+    /// `size` nodes an alias at `line` copies.
+    fn copied(&mut self, line: u32, size: usize) -> Result<(), SyntaxError> {
+        let written = self.nodes - self.aliased;
+        self.aliased = self.aliased.saturating_add(size);
+        let limit = ALIAS_FLOOR.max(written.saturating_mul(ALIAS_RATIO));
+        if self.aliased > limit {
+            return Err(SyntaxError {
+                line,
+                col: 1,
+                reason: format!(
+                    "aliases expand to more than {limit} nodes ({written} nodes written)"
+                ),
+            });
+        }
+        self.add(line, size)
+    }
+
+    fn add(&mut self, line: u32, n: usize) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError {
+                line,
+                col: 1,
+                reason: format!("document expands to more than {MAX_NODES} nodes"),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn unknown_anchor(line: u32) -> SyntaxError {
+    SyntaxError {
+        line,
+        col: 1,
+        reason: "unknown anchor".to_owned(),
+    }
+}
+
+/// The parser's next event, its error located, or the end of input as an error.
+fn next_event<'a>(
+    parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>,
+) -> Result<(Event<'a>, saphyr_parser::Span), SyntaxError> {
+    match parser.next_event() {
+        Some(Ok(ev)) => Ok(ev),
+        Some(Err(e)) => Err(SyntaxError {
+            line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
+            col: u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX),
+            reason: e.info().to_owned(),
+        }),
+        None => Err(SyntaxError {
+            line: 0,
+            col: 0,
+            reason: "unexpected end of input".to_owned(),
+        }),
+    }
 }
 
 /// Brings tabs to libyaml's (and so yaml.v2's) rules before saphyr, a YAML 1.2 parser, reads
@@ -156,11 +288,11 @@ fn normalize_tabs(text: &str) -> Result<std::borrow::Cow<'_, str>, SyntaxError> 
     Ok(std::borrow::Cow::Owned(out))
 }
 
+/// Builds the tree of a document [`measure`] has accepted, so within its caps.
 struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     /// Anchored nodes by anchor id (saphyr numbers anchors from 1).
     anchors: Vec<(usize, Node)>,
-    nodes: usize,
 }
 
 /// What one event contributed while building a node.
@@ -177,19 +309,7 @@ fn line_of(span: &saphyr_parser::Span) -> u32 {
 
 impl<'a> Builder<'a> {
     fn next(&mut self) -> Result<(Event<'a>, saphyr_parser::Span), SyntaxError> {
-        match self.parser.next_event() {
-            Some(Ok(ev)) => Ok(ev),
-            Some(Err(e)) => Err(SyntaxError {
-                line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
-                col: u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX),
-                reason: e.info().to_owned(),
-            }),
-            None => Err(SyntaxError {
-                line: 0,
-                col: 0,
-                reason: "unexpected end of input".to_owned(),
-            }),
-        }
+        next_event(&mut self.parser)
     }
 
     fn document(&mut self) -> Result<Option<Node>, SyntaxError> {
@@ -213,18 +333,6 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn count(&mut self, line: u32, extra: usize) -> Result<(), SyntaxError> {
-        self.nodes = self.nodes.saturating_add(extra);
-        if self.nodes > MAX_NODES {
-            return Err(SyntaxError {
-                line,
-                col: 1,
-                reason: format!("document expands to more than {MAX_NODES} nodes"),
-            });
-        }
-        Ok(())
-    }
-
     fn step(&mut self) -> Result<Step, SyntaxError> {
         let (ev, span) = self.next()?;
         let line = line_of(&span);
@@ -234,19 +342,11 @@ impl<'a> Builder<'a> {
             Event::MappingEnd => return Ok(Step::MapEnd),
             Event::Alias(id) => {
                 let Some((_, node)) = self.anchors.iter().rev().find(|(a, _)| *a == id) else {
-                    return Err(SyntaxError {
-                        line,
-                        col: 1,
-                        reason: "unknown anchor".to_owned(),
-                    });
+                    return Err(unknown_anchor(line));
                 };
-                let node = node.clone();
-                let size = node_count(&node);
-                self.count(line, size)?;
-                return Ok(Step::Node(node));
+                return Ok(Step::Node(node.clone()));
             }
             Event::Scalar(text, style, anchor, tag) => {
-                self.count(line, 1)?;
                 // An explicit `!!str` makes a plain scalar a string, as a quote would.
                 let tagged_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let plain = style == ScalarStyle::Plain && !tagged_str;
@@ -260,7 +360,6 @@ impl<'a> Builder<'a> {
                 (node, anchor)
             }
             Event::SequenceStart(anchor, _) => {
-                self.count(line, 1)?;
                 let mut items = Vec::new();
                 loop {
                     match self.step()? {
@@ -284,7 +383,6 @@ impl<'a> Builder<'a> {
                 )
             }
             Event::MappingStart(anchor, _) => {
-                self.count(line, 1)?;
                 let mut entries = Vec::new();
                 loop {
                     let key = match self.step()? {
@@ -327,19 +425,6 @@ impl<'a> Builder<'a> {
             self.anchors.push((anchor, node.clone()));
         }
         Ok(Step::Node(node))
-    }
-}
-
-fn node_count(node: &Node) -> usize {
-    match &node.kind {
-        Kind::Scalar { .. } => 1,
-        Kind::Seq(items) => 1 + items.iter().map(node_count).sum::<usize>(),
-        Kind::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| node_count(k) + node_count(v))
-                .sum::<usize>()
-        }
     }
 }
 
@@ -832,7 +917,100 @@ mod tests {
             ));
         }
         let err = parse(&text).expect_err("expands to 10^8 nodes");
-        assert!(err.reason.contains("more than"), "{err:?}");
+        // Refused at a4's fifth alias, while the copies are 67,885 nodes, not 10^8.
+        assert_eq!(
+            (err.line, err.reason.as_str()),
+            (
+                5,
+                "aliases expand to more than 65536 nodes (21 nodes written)"
+            )
+        );
+        // The classic billion laughs, strings doubling through nine levels.
+        let mut lol = String::from("a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n");
+        for (prev, next) in ('a'..='h').zip('b'..='i') {
+            let items = vec![format!("*{prev}"); 9].join(", ");
+            lol.push_str(&format!("{next}: &{next} [{items}]\n"));
+        }
+        let err = parse(&lol).expect_err("expands to 9^9 nodes");
+        assert!(
+            err.reason
+                .starts_with("aliases expand to more than 65536 nodes"),
+            "{err:?}"
+        );
+    }
+
+    /// The nodes of a built tree, counted the naive way.
+    fn node_count(node: &Node) -> usize {
+        match &node.kind {
+            Kind::Scalar { .. } => 1,
+            Kind::Seq(items) => 1 + items.iter().map(node_count).sum::<usize>(),
+            Kind::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|(k, v)| node_count(k) + node_count(v))
+                    .sum::<usize>()
+            }
+        }
+    }
+
+    #[test]
+    fn measure_counts_the_nodes_the_builder_builds() {
+        let docs = [
+            "a: 1\n",
+            "a: &x [1, 2, {b: c}]\nb: *x\nc: [*x, *x]\n",
+            "base: &b {x: 1, y: [2, 3]}\nj:\n  <<: *b\n  z: 4\n",
+            "a: &x 1\nb: &x [2]\nc: *x\n",
+            "- &a [1]\n- &b [*a, *a]\n- [*b, *b, *a]\n",
+        ];
+        for text in docs {
+            let tree = doc(text);
+            assert_eq!(measure(text), Ok(node_count(&tree)), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_document_over_the_node_cap_is_refused() {
+        let items = |n: usize| format!("[{}]", vec!["x"; n].join(","));
+        // The sequence and its items: exactly the cap (measured only: building a million
+        // nodes would slow the suite under qemu), then one more.
+        assert_eq!(measure(&items(MAX_NODES - 1)), Ok(MAX_NODES));
+        let err = parse(&items(MAX_NODES)).expect_err("one node over");
+        assert_eq!(err.reason, "document expands to more than 1048576 nodes");
+    }
+
+    #[test]
+    fn generous_anchor_use_is_accepted() {
+        // 200 jobs reusing one 301-node relabel block: 60,200 nodes copied, under the floor.
+        let mut text = String::from("block: &b [");
+        text.push_str(&vec!["x"; 300].join(", "));
+        text.push_str("]\njobs:\n");
+        for _ in 0..200 {
+            text.push_str("  - *b\n");
+        }
+        let n = doc(&text);
+        let Kind::Map(entries) = &n.kind else {
+            panic!("{n:?}")
+        };
+        assert_eq!(node_count(&entries[1].1), 1 + 200 * 301);
+        // Past the floor, a document may copy 16 nodes per node it writes: 8,000 targets and
+        // 100 jobs write about 9,400 nodes, so 100 copies of 1,001 nodes pass, 1,000 do not.
+        let large = |jobs: usize| {
+            let mut text = String::from("block: &b [");
+            text.push_str(&vec!["x"; 1000].join(", "));
+            text.push_str("]\ntargets: [");
+            text.push_str(&vec!["t"; 8000].join(", "));
+            text.push_str("]\njobs:\n");
+            for i in 0..jobs {
+                text.push_str(&format!("  - {{name: j{i}, b: *b}}\n"));
+            }
+            parse(&text)
+        };
+        assert!(large(100).is_ok(), "{:?}", large(100));
+        let err = large(1000).expect_err("1,000 copies");
+        assert!(
+            err.reason.starts_with("aliases expand to more than 1"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! recovered past the persisted head: 3 records
 //! records: 1209 (series-set 6, samples 1203, other 0, malformed 0)
 //! series: 3 targets, 460 series in their newest series-sets
+//! series-sets: 4120 bytes, each target's newest; their copies take at most a fifth of a ring of 41152 bytes or more
 //! samples: 184460, oldest 2023-11-14T22:13:20.000Z, newest 2023-11-14T23:53:20.000Z
 //! bytes per sample: 1.39
 //! undecodable: 0 samples in 0 records (series-set gone or not matching)
@@ -37,7 +38,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::format::{self, Header, HEADER_SIZE, MAGIC};
+use super::format::{self, Header, DATA_START, HEADER_SIZE, MAGIC};
 use super::record::{
     self, TYPE_SAMPLES, TYPE_SAMPLES_STAMPED, TYPE_SERIES_BLOCKS, TYPE_SERIES_SET,
 };
@@ -128,6 +129,9 @@ pub struct Report {
     pub malformed_records: u64,
     /// Distinct targets among the series-sets held.
     pub targets: u64,
+    /// Bytes of the records of each target's newest series-set, added up: what the copy rule
+    /// counts ([`super::rewrite_distance`]).
+    pub sets_bytes: u64,
     /// Series in each target's newest series-set, summed.
     pub series: u64,
     /// Values in the samples records held.
@@ -212,6 +216,7 @@ pub fn examine(ring: &mut Ring, headers: &[u8], file_size: u64, path: &Path) -> 
         other_records: 0,
         malformed_records: 0,
         targets: 0,
+        sets_bytes: 0,
         series: 0,
         samples: 0,
         oldest_ms: None,
@@ -252,6 +257,10 @@ pub fn examine(ring: &mut Ring, headers: &[u8], file_size: u64, path: &Path) -> 
     }
     report.damaged_skips = ring.stats().damaged_skips;
     report.targets = len_u64(walk.targets.len());
+    report.sets_bytes = walk
+        .set_bytes
+        .values()
+        .fold(0u64, |sum, &n| sum.saturating_add(n));
     report.series = walk
         .targets
         .values()
@@ -270,6 +279,8 @@ struct Walk {
     sets: BTreeMap<u64, u64>,
     /// Series count of each target's newest series-set.
     targets: BTreeMap<u64, u64>,
+    /// Record bytes of each target's newest series-set.
+    set_bytes: BTreeMap<u64, u64>,
 }
 
 impl Walk {
@@ -284,6 +295,8 @@ impl Walk {
                         let n = len_u64(series.len());
                         self.sets.insert(offset, n);
                         self.targets.insert(target, n);
+                        self.set_bytes
+                            .insert(target, len_u64(format::record_size(payload.len())));
                     }
                     None => report.malformed_records += 1,
                 }
@@ -490,6 +503,21 @@ impl fmt::Display for Report {
             Count(self.targets, "target"),
             self.series
         )?;
+        let need = super::capacity_for_sets(self.sets_bytes);
+        write!(
+            f,
+            "series-sets: {} bytes, each target's newest; their copies take at most a fifth of a ring of {} bytes or more",
+            self.sets_bytes,
+            need + DATA_START
+        )?;
+        if need > self.capacity {
+            write!(
+                f,
+                " (this one is smaller: give it --storage.agent.size={})",
+                need + DATA_START
+            )?;
+        }
+        writeln!(f)?;
         write!(f, "samples: {}", self.samples)?;
         if let (Some(oldest), Some(newest)) = (self.oldest_ms, self.newest_ms) {
             write!(
@@ -523,7 +551,7 @@ impl fmt::Display for Report {
 mod tests {
     use super::*;
     use crate::parse::testkit::Rng;
-    use crate::wal::format::DATA_START;
+
     use crate::wal::testkit::{write_set, TempDir};
     use crate::wal::{Chain, MIN_SIZE};
 
@@ -633,6 +661,11 @@ mod tests {
             "recovered past the persisted head: 0 records".to_owned(),
             "records: 42 (series-set 2, samples 40, other 0, malformed 0)".to_owned(),
             "series: 2 targets, 14 series in their newest series-sets".to_owned(),
+            format!(
+                "series-sets: {} bytes, each target's newest; their copies take at most a fifth of a ring of {} bytes or more",
+                r.sets_bytes,
+                8 * r.sets_bytes + DATA_START
+            ),
             "samples: 280, oldest 2023-11-14T22:13:20.000Z, newest 2023-11-14T22:18:05.000Z"
                 .to_owned(),
             format!(
@@ -644,6 +677,36 @@ mod tests {
             "damage: 0 damaged skips, 0 bytes lost".to_owned(),
         ];
         assert_eq!(lines, expected, "\n{text}");
+    }
+
+    /// Issue 17 item 3: a ring under eight times its targets' sets says so, with the size
+    /// that would do.
+    #[test]
+    fn a_ring_too_small_for_its_sets_says_what_size_would_do() {
+        let dir = TempDir::new("small-for-sets");
+        {
+            let mut ring = Ring::open(&dir.0, MIN_SIZE).expect("open");
+            let mut c = Chain::default();
+            write_set(&mut ring, &mut c, 1, 3000);
+            for k in 0..3 {
+                write_scrape(&mut ring, &mut c, k, 3000);
+            }
+            ring.sync().expect("sync");
+        }
+        let r = inspect(&dir.0).expect("inspect");
+        assert!(
+            8 * r.sets_bytes > r.capacity,
+            "{} bytes of sets",
+            r.sets_bytes
+        );
+        let need = 8 * r.sets_bytes + DATA_START;
+        let text = r.to_string();
+        assert!(
+            text.contains(&format!(
+                "of a ring of {need} bytes or more (this one is smaller: give it --storage.agent.size={need})\n"
+            )),
+            "{text}"
+        );
     }
 
     #[test]

@@ -28,14 +28,18 @@
 //! A samples record is coded against the previous samples record of its [`Chain`] (the same
 //! target, the same series-set). A chain starts with a series-set record followed by a key
 //! frame. The producer starts a new chain, copying the set forward, once the set is more than
-//! an eighth of the ring behind the head ([`Stats::series_sets_rewritten`]); so every samples
-//! record is less than an eighth of the ring after its set and its key frame. A consumer that
+//! [`rewrite_distance`] behind the head: five times the bytes of the targets' current sets,
+//! within an eighth and five eighths of the ring ([`Stats::series_sets_rewritten`]). So set
+//! copies take at most a fifth of what is appended to a ring at least eight times its sets
+//! ([`capacity_for_sets`]; a smaller ring logs a warning once per target), and every samples
+//! record is less than that distance after its set and its key frame. A consumer that
 //! starts mid-chain (after a restart, or after records were overwritten) replays the chain
 //! from its set to rebuild the coding state. Samples whose set or chain the head has already
 //! overwritten cannot be decoded: they are counted per endpoint
-//! ([`EndpointStats::undecodable`]), never dropped silently. So at most the oldest eighth of
-//! a full ring is at risk for an endpoint that lags a whole lap.
-//!
+//! ([`EndpointStats::undecodable`]), never dropped silently. So at most the oldest
+//! [`rewrite_distance`] of a full ring (an eighth, for sets under a fortieth of it) is at risk
+//! for an endpoint that lags a whole lap.
+
 //! A ring file of another size than configured is refused with both sizes named: promlet does
 //! not resize a ring that may hold unsent data; the operator moves it away or sets the old
 //! size. A file that is not a ring (no magic in either header copy) or a ring of another
@@ -681,6 +685,9 @@ pub struct Chain {
     set: Option<u64>,
     last: Option<u64>,
     states: Vec<codec::SeriesState>,
+    /// The target its set was written for, and the bytes the set's record takes.
+    target: u64,
+    set_bytes: u64,
 }
 
 impl Chain {
@@ -823,8 +830,44 @@ pub struct Ring {
     bits: codec::BitWriter,
     read_buf: Vec<u8>,
     set_index: SetIndex,
-    /// A chain whose set is this far behind the head starts over.
+    /// A chain whose set is this far behind the head starts over ([`rewrite_distance`]).
     rewrite_after: u64,
+    /// Each target's current series-set: where its record is and the bytes it takes.
+    sets: std::collections::HashMap<u64, LiveSet>,
+    /// The bytes of the sets in `sets`.
+    sets_bytes: u64,
+    /// Set writes since `sets` was last pruned of sets the tail passed.
+    since_prune: u32,
+}
+
+/// A target's current series-set, as the copy rule counts it.
+#[derive(Debug, Clone, Copy)]
+struct LiveSet {
+    at: u64,
+    bytes: u64,
+    /// The ring's size was logged as too small for the sets when this one was written.
+    warned: bool,
+}
+
+/// How far behind the head a chain's series-set may fall before the next samples record
+/// copies it forward, for a ring of `capacity` data bytes whose targets' current sets take
+/// `sets_bytes`: five times the sets, so that their copies take at most a fifth of what is
+/// appended (each set is copied once per distance), but at least an eighth of the ring (small
+/// sets: fewer copies cost nothing) and at most five eighths (the set must still be held when
+/// the samples that use it are appended; at exactly eight times the sets that is the fifth).
+/// The distance is also the most of a ring's oldest data an endpoint lagging a whole lap
+/// behind cannot decode (its chain's set and key frame gone). Issue 17: a fixed eighth copied
+/// a set larger than an eighth of the ring at every scrape.
+pub fn rewrite_distance(capacity: u64, sets_bytes: u64) -> u64 {
+    sets_bytes
+        .saturating_mul(5)
+        .clamp(capacity / 8, capacity / 8 * 5)
+}
+
+/// The data capacity under which copies of series-sets of `sets_bytes` take more than a fifth
+/// of a ring: eight times the sets.
+pub fn capacity_for_sets(sets_bytes: u64) -> u64 {
+    sets_bytes.saturating_mul(8)
 }
 
 /// Runs `msync` and writes the header; any thread may hold one (see the module docs).
@@ -1072,7 +1115,10 @@ impl Ring {
             bits: codec::BitWriter::default(),
             read_buf: Vec::new(),
             set_index: SetIndex::default(),
-            rewrite_after: capacity / 8,
+            rewrite_after: rewrite_distance(capacity, 0),
+            sets: std::collections::HashMap::new(),
+            sets_bytes: 0,
+            since_prune: 0,
         };
         if writable {
             // The new epoch is on disk before any record stamped with it (invariant I7).
@@ -1143,7 +1189,51 @@ impl Ring {
         chain.set = None;
         let at = self.w.append_parts(TYPE_SERIES_BLOCKS, &slices)?;
         chain.set = Some(at);
+        chain.target = target;
+        chain.set_bytes = self.w.head - at;
+        self.track_set(target, at, chain.set_bytes);
         Ok(at)
+    }
+
+    /// Counts `target`'s set at `at` among the current ones and sets the copy distance from
+    /// their bytes; logs once per target that writes a set while the ring is under
+    /// [`capacity_for_sets`].
+    fn track_set(&mut self, target: u64, at: u64, bytes: u64) {
+        self.since_prune += 1;
+        if self.since_prune >= 64 {
+            // Sets the tail passed belong to targets that are gone (a live one's set is
+            // copied before that, or written again when it is lost).
+            self.since_prune = 0;
+            let tail = self.w.tail;
+            self.sets.retain(|_, s| s.at >= tail);
+            self.sets_bytes = self.sets.values().map(|s| s.bytes).sum();
+        }
+        let entry = self.sets.entry(target).or_insert(LiveSet {
+            at,
+            bytes: 0,
+            warned: false,
+        });
+        self.sets_bytes = self.sets_bytes - entry.bytes.min(self.sets_bytes) + bytes;
+        entry.at = at;
+        entry.bytes = bytes;
+        let capacity = self.w.shared.capacity;
+        self.rewrite_after = rewrite_distance(capacity, self.sets_bytes);
+        let need = capacity_for_sets(self.sets_bytes);
+        if need > capacity && !entry.warned {
+            entry.warned = true;
+            log::warn!(
+                "ring: the targets' label sets take {} bytes, so copying them forward takes more than a fifth of a {}-byte ring; give --storage.agent.size at least {} bytes (target {target:#018x}'s set: {bytes} bytes)",
+                self.sets_bytes,
+                self.w.shared.file_size,
+                need + DATA_START
+            );
+        }
+    }
+
+    /// The distance behind the head at which a series-set is copied forward now
+    /// ([`rewrite_distance`] of the targets' current sets).
+    pub fn rewrite_after(&self) -> u64 {
+        self.rewrite_after
     }
 
     /// Writes one scrape's values for the chain's series-set, in its order. When the set is
@@ -1178,6 +1268,7 @@ impl Ring {
             };
             set = self.w.append(kind, payload_of(&self.payload))?;
             bump(&self.w.shared.counters.series_sets_rewritten, 1);
+            self.track_set(chain.target, set, chain.set_bytes);
             // The copy of a large set is not kept until the next rewrite.
             if self.payload.capacity() > REWRITE_KEEP {
                 self.release_buffers();

@@ -207,6 +207,88 @@ fn a_removed_endpoint_is_forgotten_at_once_and_added_back_starts_at_the_head() {
     assert_eq!(ring.consumer(0xaaaa).expect("added back").position(), head);
 }
 
+/// The largest `n` whose [`testkit::labels`] set takes at most `bytes` in a ring.
+fn series_for_set_bytes(bytes: u64) -> (usize, u64) {
+    let mut ring = Ring::from_image(&vec![0u8; 16 << 20]).expect("ring");
+    let (mut n, mut got) = (16usize, 0);
+    loop {
+        let mut chain = Chain::default();
+        let at = super::testkit::write_set(&mut ring, &mut chain, 9, n + 16);
+        let size = ring.head() - at;
+        if size > bytes {
+            return (n, got);
+        }
+        (n, got) = (n + 16, size);
+    }
+}
+
+/// One target's scrapes into a ring of `size` bytes whose set takes `set_bytes`: the share of
+/// the bytes appended (after the first lap) that samples records take, and the set copies.
+fn samples_share(size: u64, set_bytes: u64) -> (f64, u64) {
+    let (n, _) = series_for_set_bytes(set_bytes);
+    let mut ring =
+        Ring::from_image(&vec![0u8; usize::try_from(size).expect("fits")]).expect("ring");
+    let mut chain = Chain::default();
+    super::testkit::write_set(&mut ring, &mut chain, 9, n);
+    let mut k = 0u64;
+    let mut scrape = |ring: &mut Ring, chain: &mut Chain| {
+        // Every value changes every scrape: the samples records are as large as they get.
+        let values: Vec<f64> = (0..n).map(|i| ((k * 7 + i as u64) as f64).sin()).collect();
+        ring.append_samples(chain, i64::try_from(k).expect("fits") * 15_000, &values)
+            .expect("samples");
+        k += 1;
+    };
+    while ring.head() < 2 * ring.capacity() {
+        scrape(&mut ring, &mut chain);
+    }
+    let (before, head) = (ring.stats(), ring.head());
+    while ring.head() < head + 4 * ring.capacity() {
+        scrape(&mut ring, &mut chain);
+    }
+    let after = ring.stats();
+    let copies = after.series_sets_rewritten - before.series_sets_rewritten;
+    let appended = after.bytes_appended - before.bytes_appended;
+    let set_record = chain.set_bytes;
+    #[allow(clippy::cast_precision_loss)]
+    let share = 1.0 - (copies * set_record) as f64 / appended as f64;
+    (share, copies)
+}
+
+/// Issue 17 item 3: samples records keep at least 80 % of any ring at least 8 times its
+/// targets' sets (DESIGN.md's budget); a set larger than an eighth of the ring is no longer
+/// copied at every scrape.
+#[test]
+fn samples_keep_four_fifths_of_a_ring_eight_times_the_sets() {
+    let size = 256 << 10;
+    let capacity = size - format::DATA_START;
+    for eighths in [1u64, 2, 4] {
+        let set_bytes = capacity / 8 / eighths;
+        let (share, copies) = samples_share(size, set_bytes);
+        assert!(
+            share >= 0.80,
+            "a set of {set_bytes} bytes in a {size}-byte ring: samples take {share:.3} ({copies} set copies)"
+        );
+    }
+    // Under eight times (the ring is four times the set): fewer copies than scrapes, and a
+    // fixed eighth would have copied the set at every scrape.
+    let (share, copies) = samples_share(size, capacity / 4);
+    assert!(
+        share >= 0.55,
+        "samples take {share:.3} ({copies} set copies)"
+    );
+}
+
+#[test]
+fn the_copy_distance_is_five_times_the_sets_within_an_eighth_and_five_eighths() {
+    let c = 1 << 20;
+    assert_eq!(rewrite_distance(c, 0), c / 8);
+    assert_eq!(rewrite_distance(c, c / 100), c / 8);
+    assert_eq!(rewrite_distance(c, c / 10), c / 10 * 5);
+    assert_eq!(rewrite_distance(c, c / 8), c / 8 * 5);
+    assert_eq!(rewrite_distance(c, c), c / 8 * 5);
+    assert_eq!(capacity_for_sets(c / 8), c);
+}
+
 #[test]
 fn records_appended_after_the_last_sync_are_recovered() {
     let dir = TempDir::new("crash");

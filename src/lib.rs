@@ -8,6 +8,8 @@
 //!   blocks.
 //! - **async-io**: the reactor helper thread async-io starts itself; mostly parked.
 //! - **one sender per `remote_write`**: a plain thread with a blocking HTTP client.
+//! - **promlet-resolve**: looks host names up with the system's (blocking) resolver for the
+//!   loop ([`resolver`]); started when the first name needs it.
 //!
 //! # Data flow
 //! scrape (HTTP) → parse → relabel → staleness and synthetic series → ring record → sender →
@@ -19,7 +21,7 @@
 //!
 //! # Modules
 //! Config ([`config`], [`flags`]), targets ([`targets`]), the scrape loop ([`scrape`]: HTTP,
-//! staleness, report series, the loop's [`scrape::clock`]), parsing ([`parse`]), label sets
+//! staleness, report series, the loop's [`scrape::clock`]), host names ([`resolver`]), parsing ([`parse`]), label sets
 //! and relabeling ([`labels`], [`relabel`], [`limits`]), the ring ([`wal`]: producer,
 //! per-endpoint consumers, syncer, inspector), remote write ([`send`]: encoding, the sender
 //! thread, backoff), credentials ([`auth`]) and TLS material ([`tls`]), the self server and self-metrics ([`web`],
@@ -42,6 +44,7 @@ pub mod limits;
 pub mod metadata;
 pub mod parse;
 pub mod relabel;
+pub mod resolver;
 pub mod scrape;
 pub mod selfmetrics;
 pub mod send;

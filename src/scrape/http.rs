@@ -27,24 +27,29 @@
 //! With `follow_redirects` (the default) a 301, 302, 303, 307 or 308 with a `Location` is
 //! followed, relative or absolute, http or https, at most 10 times (as Go's client: the 10th
 //! redirect fails the scrape), all within `scrape_timeout`. Each hop opens a connection of its
-//! own; the next scrape starts again at the target. A hop to another host needs that host's
-//! address, and a DNS lookup blocks: hosts that are IP literals or `localhost` are followed,
-//! other names fail the scrape with a reason saying so (the loop never resolves; DESIGN.md
-//! rules out `smol::unblock` on it). The `Authorization` header goes with every hop, as
+//! own; the next scrape starts again at the target. A hop to a host name is resolved like a
+//! target's ([`crate::resolver`]). The `Authorization` header goes with every hop, as
 //! Prometheus' round tripper adds it to each request.
 //!
 //! `proxy_url` (http:// only): plain targets are asked through it in absolute form
 //! (`GET http://host/path`), https targets through a `CONNECT` tunnel; user info in the URL
-//! becomes a `Proxy-Authorization: Basic` header, as Go's transport sends it. The proxy's host
-//! is resolved with the target's.
+//! becomes a `Proxy-Authorization: Basic` header, as Go's transport sends it. A proxy named by
+//! host name is resolved as a target is; the target's name is then the proxy's to resolve.
 //!
-//! Host names are resolved when the target is built (config load or reload), never on the
-//! loop's scrape path: a DNS lookup blocks. A connection failure resolves again at the next
-//! scrape through [`Client::resolve`].
+//! # Host names
+//! IP literals and `localhost` are addresses as they stand. Any other host (target, redirect,
+//! proxy) is resolved when a connection to it is opened, by the loop's
+//! [`crate::resolver::Resolver`]: answers are cached per name, and a lookup the cache cannot
+//! answer runs on the resolver thread while the loop awaits it, so a silent DNS server holds
+//! up only the scrapes that need its names, each until its `scrape_timeout`. Building a
+//! client resolves nothing. A kept-alive connection needs no lookup; a connection refused at
+//! every address drops the cached answer, so the next scrape asks again.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +62,7 @@ use smol::Async;
 
 use crate::config::http::HttpClientConfig;
 use crate::parse::ACCEPT_HEADER;
+use crate::resolver::{DnsError, Resolver};
 use crate::targets::Target;
 use crate::tls::{ClientTls, Failure, Freshness, TlsError};
 
@@ -71,8 +77,8 @@ pub const MAX_REDIRECTS: usize = 10;
 /// Why a scrape's HTTP exchange failed. Messages follow what Prometheus logs where one exists.
 #[derive(Debug)]
 pub enum HttpError {
-    /// The target's host could not be resolved.
-    Resolve(String),
+    /// The host (target, redirect or proxy) could not be resolved.
+    Resolve(DnsError),
     /// No connection could be made.
     Connect(io::Error),
     /// The connection failed while writing or reading.
@@ -97,7 +103,7 @@ pub enum HttpError {
     TlsConfig(TlsError),
     /// The 10th redirect in a row.
     Redirects,
-    /// A redirect that cannot be followed (a bad `Location`, a host that needs DNS).
+    /// A redirect that cannot be followed (a bad `Location`).
     Redirect(String),
     /// `proxy_url` cannot be used for scrapes.
     Proxy(&'static str),
@@ -108,7 +114,8 @@ pub enum HttpError {
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HttpError::Resolve(e) => write!(f, "cannot resolve the target's host: {e}"),
+            // Go's dial error around its net.DNSError.
+            HttpError::Resolve(e) => write!(f, "dial tcp: {e}"),
             HttpError::Connect(e) => write!(f, "connect: {e}"),
             HttpError::Io(e) => write!(f, "read: {e}"),
             HttpError::Closed => f.write_str("unexpected EOF"),
@@ -141,6 +148,7 @@ impl std::error::Error for HttpError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             HttpError::Connect(e) | HttpError::Io(e) => Some(e),
+            HttpError::Resolve(e) => Some(e),
             HttpError::Tls(e) => Some(e),
             HttpError::TlsConfig(e) => Some(e),
             _ => None,
@@ -277,7 +285,8 @@ struct Place {
     /// `host:port`.
     authority: String,
     path_and_query: String,
-    addrs: Vec<SocketAddr>,
+    /// The address when the host is an IP literal or `localhost`; `None` for a name.
+    literal: Option<SocketAddr>,
 }
 
 /// The default port of a scheme, for a `Location` without one.
@@ -319,20 +328,17 @@ fn literal_addrs(authority: &str) -> Option<SocketAddr> {
     Some(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-/// Resolves `authority` into `addrs`: literals at once, names with the (blocking) resolver.
-fn resolve_into(authority: &str, addrs: &mut Vec<SocketAddr>) -> Result<(), HttpError> {
-    addrs.clear();
-    if let Some(a) = literal_addrs(authority) {
-        addrs.push(a);
-        return Ok(());
+/// The port of `host:port`, as Go's `net.SplitHostPort` reads it.
+fn port_of(authority: &str) -> Result<u16, HttpError> {
+    let bad = |why| HttpError::Connect(io::Error::new(io::ErrorKind::InvalidInput, why));
+    if !has_port(authority) {
+        return Err(bad("missing port in address"));
     }
-    match authority.to_socket_addrs() {
-        Ok(found) => {
-            addrs.extend(found);
-            Ok(())
-        }
-        Err(e) => Err(HttpError::Resolve(e.to_string())),
-    }
+    authority
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| bad("invalid port"))
 }
 
 /// How the body is delimited.
@@ -366,7 +372,8 @@ enum Gzip {
 /// The `proxy_url` of a scrape config: where to connect instead of the target.
 struct Proxy {
     authority: String,
-    addrs: Vec<SocketAddr>,
+    /// As [`Place::literal`].
+    literal: Option<SocketAddr>,
     /// `Proxy-Authorization` for the URL's user info, as Go's transport sends it; a secret.
     authorization: Option<String>,
 }
@@ -411,8 +418,8 @@ fn percent_decode(s: &str) -> Vec<u8> {
 
 /// One target's HTTP state, kept across scrapes.
 pub struct Client {
-    /// The target's URL (scheme, address, resolved addresses); its path comes with each
-    /// request ([`Client::start_request`]).
+    /// The target's URL (scheme, address); its path comes with each request
+    /// ([`Client::start_request`]).
     target: Place,
     /// Where a redirect sent this scrape; unused while `redirected` is false.
     hop: Place,
@@ -427,6 +434,11 @@ pub struct Client {
     /// `proxy_url` could not be used: every scrape fails with this.
     proxy_error: Option<&'static str>,
     follow_redirects: bool,
+    /// The loop's resolver, for host names.
+    resolver: Rc<Resolver>,
+    /// A connection is waiting for a host name's lookup (left set when the exchange is
+    /// dropped at its deadline: see [`Client::abandoned_lookup`]).
+    resolving: Cell<bool>,
     /// Header lines after `Host` (the caller's included), then the blank line.
     headers: Vec<u8>,
     /// The request as written: request line, `Host`, `headers`.
@@ -464,8 +476,8 @@ fn retry_on_fresh(e: &HttpError) -> bool {
 }
 
 impl Client {
-    /// A client for `target` with its job's HTTP settings, resolved now (blocking, at target
-    /// build time only). Nothing of `tls_config` is read until the first https connection.
+    /// A client for `target` with its job's HTTP settings. Nothing is resolved and nothing of
+    /// `tls_config` is read until the first connection needs it.
     pub fn new(target: &Target, http: &HttpClientConfig) -> Client {
         let (proxy, proxy_error) = match &http.proxy_url {
             None => (None, None),
@@ -480,8 +492,8 @@ impl Client {
                 }
                 (
                     Some(Proxy {
+                        literal: literal_addrs(&authority),
                         authority,
-                        addrs: Vec::new(),
                         authorization: if url.has_userinfo {
                             proxy_authorization(&url.text)
                         } else {
@@ -492,12 +504,12 @@ impl Client {
                 )
             }
         };
-        let mut c = Client {
+        Client {
             target: Place {
                 https: target.scheme == "https",
                 authority: target.address.clone(),
                 path_and_query: String::new(),
-                addrs: Vec::new(),
+                literal: literal_addrs(&target.address),
             },
             hop: Place::default(),
             redirected: false,
@@ -508,6 +520,8 @@ impl Client {
             proxy,
             proxy_error,
             follow_redirects: http.follow_redirects,
+            resolver: Resolver::of_this_thread(),
+            resolving: Cell::new(false),
             headers: Vec::new(),
             request: Vec::new(),
             location: Vec::new(),
@@ -520,17 +534,6 @@ impl Client {
             keep_alive: false,
             body_bytes: 0,
             content_type: Vec::new(),
-        };
-        let _ = c.resolve();
-        c
-    }
-
-    /// Resolves the host (or the proxy's) again. IP literals and `localhost` never touch the
-    /// resolver.
-    pub fn resolve(&mut self) -> Result<(), HttpError> {
-        match &mut self.proxy {
-            Some(p) => resolve_into(&p.authority, &mut p.addrs),
-            None => resolve_into(&self.target.authority, &mut self.target.addrs),
         }
     }
 
@@ -590,6 +593,7 @@ impl Client {
         }
         self.headers.extend_from_slice(b"\r\n");
         self.redirected = false;
+        self.resolving.set(false);
         if !self.conn_at_target {
             self.conn = None;
         }
@@ -692,69 +696,70 @@ impl Client {
         if !path.starts_with('/') {
             path.insert(0, '/');
         }
-        let mut addrs = std::mem::take(&mut self.hop.addrs);
-        addrs.clear();
-        if authority == self.target.authority {
-            addrs.extend_from_slice(&self.target.addrs);
-        } else if self.proxy.is_none() {
-            match literal_addrs(&authority) {
-                Some(a) => addrs.push(a),
-                None => {
-                    return Err(HttpError::Redirect(format!(
-                        "to {}: promlet resolves host names only when it builds targets; \
-                         scrape the final URL instead",
-                        host_of(&authority)
-                    )))
-                }
-            }
-        }
+        let literal = literal_addrs(&authority);
         self.hop = Place {
             https,
             authority,
             path_and_query: path,
-            addrs,
+            literal,
         };
         self.redirected = true;
         Ok(())
     }
 
-    /// Connects to the current place (through the proxy, if any), TLS included.
-    async fn connect(&mut self) -> Result<(), HttpError> {
-        if self.proxy.is_none() && !self.redirected && self.target.addrs.is_empty() {
-            self.resolve()?;
-        }
-        if let Some(p) = &mut self.proxy {
-            if p.addrs.is_empty() {
-                resolve_into(&p.authority, &mut p.addrs)?;
+    /// Where the TCP connection goes: the proxy's authority, or the current place's, and
+    /// its address if it is a literal.
+    fn dial_target(&self) -> (&str, Option<SocketAddr>) {
+        match &self.proxy {
+            Some(p) => (&p.authority, p.literal),
+            None => {
+                let place = self.place();
+                (&place.authority, place.literal)
             }
         }
-        let addrs = match &self.proxy {
-            Some(p) => &p.addrs,
-            None => &self.place().addrs,
-        };
+    }
+
+    /// The error to report for an exchange dropped at its deadline while it waited for a
+    /// host name (Go's `dial tcp: lookup NAME: i/o timeout`); `None` if it was not waiting.
+    pub fn abandoned_lookup(&self) -> Option<DnsError> {
+        if !self.resolving.get() {
+            return None;
+        }
+        Some(self.resolver.timed_out(host_of(self.dial_target().0)))
+    }
+
+    /// A TCP connection to [`Client::dial_target`]: a host name is resolved first, off the
+    /// loop, and its addresses are tried in order.
+    async fn dial(&self) -> Result<Async<TcpStream>, HttpError> {
+        let (authority, literal) = self.dial_target();
+        if let Some(a) = literal {
+            return Async::<TcpStream>::connect(a)
+                .await
+                .map_err(HttpError::Connect);
+        }
+        let port = port_of(authority)?;
+        let host = host_of(authority);
+        self.resolving.set(true);
+        let found = self.resolver.lookup(host).await;
+        self.resolving.set(false);
         let mut last = None;
-        let mut tcp = None;
-        for a in addrs {
-            match Async::<TcpStream>::connect(*a).await {
-                Ok(s) => {
-                    let _ = s.get_ref().set_nodelay(true);
-                    tcp = Some(s);
-                    break;
-                }
+        for ip in found.map_err(HttpError::Resolve)?.iter() {
+            match Async::<TcpStream>::connect(SocketAddr::new(*ip, port)).await {
+                Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
             }
         }
-        let Some(tcp) = tcp else {
-            if !self.redirected || self.proxy.is_some() {
-                match &mut self.proxy {
-                    Some(p) => p.addrs.clear(),
-                    None => self.target.addrs.clear(),
-                }
-            }
-            return Err(HttpError::Connect(last.unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, "no address")
-            })));
-        };
+        // The name may point elsewhere now: the next connection asks again.
+        self.resolver.forget(host);
+        Err(HttpError::Connect(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "no address")
+        })))
+    }
+
+    /// Connects to the current place (through the proxy, if any), TLS included.
+    async fn connect(&mut self) -> Result<(), HttpError> {
+        let tcp = self.dial().await?;
+        let _ = tcp.get_ref().set_nodelay(true);
         let mut conn = Conn { tcp, tls: None };
         let https = self.place().https;
         if https {
@@ -1193,11 +1198,11 @@ mod tests {
     }
 
     /// Where `location`, answered at `path` of 127.0.0.1:9100, leads: (https, authority,
-    /// path and query, addresses).
+    /// path and query, literal address).
     fn follow(
         path: &str,
         location: &str,
-    ) -> Result<(bool, String, String, Vec<SocketAddr>), String> {
+    ) -> Result<(bool, String, String, Option<SocketAddr>), String> {
         let mut c = client("127.0.0.1:9100", path);
         c.location = location.as_bytes().to_vec();
         c.follow_location().map_err(|e| e.to_string())?;
@@ -1206,7 +1211,7 @@ mod tests {
             p.https,
             p.authority.clone(),
             p.path_and_query.clone(),
-            p.addrs.clone(),
+            p.literal,
         ))
     }
 
@@ -1241,6 +1246,14 @@ mod tests {
                 "localhost:8080",
                 "/x",
             ),
+            // A name: resolved when the hop connects.
+            (
+                "/m",
+                "http://node.example:9100/x",
+                false,
+                "node.example:9100",
+                "/x",
+            ),
         ];
         for (path, location, https, authority, to) in cases {
             let got = follow(path, location).expect(location);
@@ -1249,18 +1262,14 @@ mod tests {
                 (https, authority, to),
                 "{location}"
             );
-            let addr = if authority == "127.0.0.1:9100" {
-                here
-            } else {
-                literal_addrs(authority).expect("literal")
+            let addr = match authority {
+                "127.0.0.1:9100" => Some(here),
+                "node.example:9100" => None,
+                _ => Some(literal_addrs(authority).expect("literal")),
             };
-            assert_eq!(got.3, [addr], "{location}");
+            assert_eq!(got.3, addr, "{location}");
         }
         for (location, why) in [
-            (
-                "http://node.example:9100/x",
-                "redirect: to node.example: promlet resolves host names only",
-            ),
             (
                 "ftp://127.0.0.1/x",
                 "redirect: unsupported protocol scheme \"ftp\"",
@@ -1289,6 +1298,50 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 9)))
         );
         assert_eq!(literal_addrs("node:9"), None);
+        assert_eq!(port_of("node:9").ok(), Some(9));
+        assert_eq!(
+            port_of("node").map_err(|e| e.to_string()).err().as_deref(),
+            Some("connect: missing port in address")
+        );
+    }
+
+    #[test]
+    fn a_scrape_abandoned_during_a_lookup_reports_the_lookup() {
+        // The resolver's queue is held here: nothing is looked up for real.
+        let (queue, requests) = std::sync::mpsc::sync_channel(4);
+        let resolver = Rc::new(Resolver::with_queue(queue));
+        let mut c = client("kube-state-metrics.kube-system.svc:8080", "/metrics");
+        c.resolver = resolver;
+        assert!(c.abandoned_lookup().is_none());
+        {
+            let mut send = Box::pin(c.send());
+            assert!(smol::block_on(smol::future::poll_once(send.as_mut())).is_none());
+        }
+        assert_eq!(requests.try_iter().count(), 1);
+        let e = c
+            .abandoned_lookup()
+            .map(|e| HttpError::Resolve(e).to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("dial tcp: lookup kube-state-metrics.kube-system.svc: i/o timeout")
+        );
+        // A proxy's name is what the connection waits for.
+        c.proxy = Some(Proxy {
+            authority: "proxy.example:3128".to_owned(),
+            literal: None,
+            authorization: None,
+        });
+        c.start_request("/metrics", Duration::from_secs(1), "t");
+        {
+            let mut send = Box::pin(c.send());
+            assert!(smol::block_on(smol::future::poll_once(send.as_mut())).is_none());
+        }
+        let e = c.abandoned_lookup().map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("lookup proxy.example: i/o timeout"));
+        assert_eq!(requests.try_iter().count(), 1);
+        // A literal target has its address without the resolver.
+        let lit = client("127.0.0.1:9100", "/metrics");
+        assert_eq!(lit.dial_target().1, literal_addrs("127.0.0.1:9100"));
     }
 
     #[test]
@@ -1303,7 +1356,7 @@ mod tests {
         ));
         c.proxy = Some(Proxy {
             authority: "127.0.0.1:3128".to_owned(),
-            addrs: Vec::new(),
+            literal: literal_addrs("127.0.0.1:3128"),
             authorization: proxy_authorization("http://Aladdin:open%20sesame@127.0.0.1:3128/"),
         });
         c.build_request();

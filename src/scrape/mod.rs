@@ -668,13 +668,22 @@ impl Scraper {
             }
         };
         let duration = started.elapsed();
+        let timed_out = matches!(result, Err(ScrapeError::Timeout(_)));
+        // A deadline that passed during a DNS lookup is that lookup's failure, as Go's
+        // resolver reports a lookup cut short by its context (`i/o timeout`).
+        let result = match self.client.abandoned_lookup() {
+            Some(e) if timed_out => Err(ScrapeError::Http(HttpError::Resolve(e))),
+            _ => result,
+        };
         let stats = Rc::clone(&self.stats);
         bump(&stats.scrapes, 1);
+        if timed_out {
+            bump(&stats.timeouts, 1);
+        }
         if let Err(e) = &result {
             self.client.disconnect();
             bump(&stats.failed, 1);
             match e {
-                ScrapeError::Timeout(_) => bump(&stats.timeouts, 1),
                 ScrapeError::Http(HttpError::BodySize(_)) => {
                     bump(&stats.exceeded_body_size_limit, 1);
                 }

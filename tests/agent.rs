@@ -76,21 +76,6 @@ fn counts(receiver: &Peer, selector: &str, window_s: u64, end: f64) -> BTreeMap<
         .collect()
 }
 
-fn thread_names(pid: u32) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("task dir")
-        .map(|t| {
-            let path = t.expect("task").path().join("comm");
-            std::fs::read_to_string(path)
-                .expect("comm")
-                .trim()
-                .to_owned()
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn node_exporter_reaches_prometheus_and_victoria_metrics_complete() {
     let dir = TempDir::new("agent-e2e");
@@ -118,7 +103,7 @@ fn node_exporter_reaches_prometheus_and_victoria_metrics_complete() {
     });
     let first_delivery = started.elapsed();
     // The loop, async-io's helper, one sender per endpoint: nothing else.
-    let threads = thread_names(promlet.pid());
+    let threads = promlet.threads();
     assert_eq!(
         threads,
         vec!["async-io", "promlet", "promlet-send-0", "promlet-send-1"],

@@ -208,6 +208,22 @@ impl Promlet {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The names of its threads, sorted.
+    pub fn threads(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .expect("task dir")
+            .map(|t| {
+                let path = t.expect("task").path().join("comm");
+                std::fs::read_to_string(path)
+                    .expect("comm")
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.pid

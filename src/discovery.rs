@@ -373,7 +373,12 @@ impl KubeletSd {
             clock.sleep(timeout).await;
             Err(KubeletError::Timeout(timeout))
         })
-        .await;
+        .await
+        .map_err(|e| match (e, self.client.abandoned_lookup()) {
+            // The deadline passed during the lookup of the kubelet's name: say so.
+            (KubeletError::Timeout(_), Some(lookup)) => KubeletError::Http(lookup),
+            (e, _) => e,
+        });
         let parsed = fetched.map(|pods| pods::groups(&pods));
         if self.window.capacity() > POD_WINDOW {
             self.window = Window::new(POD_WINDOW, MAX_POD_TOKEN);

@@ -342,6 +342,14 @@ impl Informer {
         }
     }
 
+    /// `e`, or the API server's name lookup if the deadline passed during it.
+    fn lookup_reason(&self, e: KubeError) -> KubeError {
+        match (e, self.client.abandoned_lookup()) {
+            (KubeError::Timeout(_), Some(lookup)) => KubeError::Http(lookup),
+            (e, _) => e,
+        }
+    }
+
     /// Lists once, within [`PRIME_TIMEOUT`]: a reload that changed the job asks before it
     /// compares targets, so that the job's targets do not go meanwhile. [`Informer::run`]
     /// goes on from the list (or lists again, if it failed).
@@ -350,7 +358,8 @@ impl Informer {
             clock.sleep(PRIME_TIMEOUT).await;
             Err(KubeError::Timeout(PRIME_TIMEOUT))
         })
-        .await;
+        .await
+        .map_err(|e| self.lookup_reason(e));
         match listed {
             Ok(()) => self.recovered(),
             Err(e) => {
@@ -369,7 +378,8 @@ impl Informer {
                     clock.sleep(LIST_TIMEOUT).await;
                     Err(KubeError::Timeout(LIST_TIMEOUT))
                 })
-                .await;
+                .await
+                .map_err(|e| self.lookup_reason(e));
                 if let Err(e) = listed {
                     self.client.disconnect();
                     self.failed("list", &e);

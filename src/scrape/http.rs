@@ -721,11 +721,12 @@ impl Client {
 
     /// The error to report for an exchange dropped at its deadline while it waited for a
     /// host name (Go's `dial tcp: lookup NAME: i/o timeout`); `None` if it was not waiting.
-    pub fn abandoned_lookup(&self) -> Option<DnsError> {
+    pub fn abandoned_lookup(&self) -> Option<HttpError> {
         if !self.resolving.get() {
             return None;
         }
-        Some(self.resolver.timed_out(host_of(self.dial_target().0)))
+        let e = self.resolver.timed_out(host_of(self.dial_target().0));
+        Some(HttpError::Resolve(e))
     }
 
     /// A TCP connection to [`Client::dial_target`]: a host name is resolved first, off the
@@ -1318,9 +1319,7 @@ mod tests {
             assert!(smol::block_on(smol::future::poll_once(send.as_mut())).is_none());
         }
         assert_eq!(requests.try_iter().count(), 1);
-        let e = c
-            .abandoned_lookup()
-            .map(|e| HttpError::Resolve(e).to_string());
+        let e = c.abandoned_lookup().map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
             Some("dial tcp: lookup kube-state-metrics.kube-system.svc: i/o timeout")
@@ -1337,7 +1336,10 @@ mod tests {
             assert!(smol::block_on(smol::future::poll_once(send.as_mut())).is_none());
         }
         let e = c.abandoned_lookup().map(|e| e.to_string());
-        assert_eq!(e.as_deref(), Some("lookup proxy.example: i/o timeout"));
+        assert_eq!(
+            e.as_deref(),
+            Some("dial tcp: lookup proxy.example: i/o timeout")
+        );
         assert_eq!(requests.try_iter().count(), 1);
         // A literal target has its address without the resolver.
         let lit = client("127.0.0.1:9100", "/metrics");

@@ -672,7 +672,7 @@ impl Scraper {
         // A deadline that passed during a DNS lookup is that lookup's failure, as Go's
         // resolver reports a lookup cut short by its context (`i/o timeout`).
         let result = match self.client.abandoned_lookup() {
-            Some(e) if timed_out => Err(ScrapeError::Http(HttpError::Resolve(e))),
+            Some(e) if timed_out => Err(ScrapeError::Http(e)),
             _ => result,
         };
         let stats = Rc::clone(&self.stats);

@@ -17,8 +17,12 @@
 //!   own write-back waits 30 s, longer than this runs, so the syncs are all of it).
 //! - the same for node_exporter alone (30 real scrapes 1 s apart, simulated at 15 s).
 //!
-//! It prints the hours a 64 MiB ring holds for 10k series at 15 s. Under `cargo test` (no
-//! `--bench`) it makes three scrapes of node_exporter: checked, not measured.
+//! It prints the hours a 64 MiB ring holds for 10k series at 15 s, and a table of ring sizes
+//! (256 KiB, 1 MiB, 8 MiB, 64 MiB) against one kube-state-metrics and one cadvisor target of
+//! 5k and of 50k series each (issue
+//! 17): ring bytes per sample with the set copies, the share of the ring the samples records
+//! take, and the scrapes the ring holds, all and decodable from its tail. Under `cargo test`
+//! (no `--bench`) it makes three scrapes of node_exporter: checked, not measured.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -225,6 +229,82 @@ fn decode(mut consumer: Consumer, targets: &[Scrapes]) -> f64 {
     rate
 }
 
+/// `../shared/bench/exporter.py` serving `series` series of `kind` on a free port.
+fn start_exporter(exporter: &Path, kind: &str, series: usize) -> (Killed, u16) {
+    let port = free_port();
+    let process = Killed(
+        Command::new("python3")
+            .arg(exporter)
+            .args(["--kind", kind, "--series", &series.to_string()])
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs the bench exporter"),
+    );
+    (process, port)
+}
+
+/// One target's scrapes appended (values in rotation) into a ring of `size` bytes for four
+/// laps; prints a row: ring B/sample over the last three laps, the samples records' share of
+/// the bytes appended then, set copies, and the scrapes held at the end (all, and those whose
+/// set is still held, so a reader at the tail decodes them).
+fn ring_size_row(name: &str, size: u64, target: &Scrapes) {
+    let mut ring =
+        Ring::from_image(&vec![0u8; usize::try_from(size).expect("fits")]).expect("ring");
+    let mut chain = Chain::default();
+    let set = ring.append_series_set(
+        &mut chain,
+        1,
+        target
+            .sets
+            .iter()
+            .map(|l| l.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))),
+    );
+    if let Err(e) = set {
+        println!("| {name} | {} KiB | {e} | | | | | |", size >> 10);
+        return;
+    }
+    let mut k = 0usize;
+    let mut append = |ring: &mut Ring| {
+        let values = &target.values[k % target.values.len()];
+        let ts = 1_700_000_000_000 + i64::try_from(k).unwrap_or(0) * 15_000;
+        ring.append_samples(&mut chain, ts, values)
+            .expect("samples");
+        k += 1;
+        values.len() as u64
+    };
+    while ring.head() < ring.capacity() {
+        append(&mut ring);
+    }
+    let (before, head) = (ring.stats(), ring.head());
+    let mut samples = 0u64;
+    while ring.head() < head + 3 * ring.capacity() {
+        samples += append(&mut ring);
+    }
+    let after = ring.stats();
+    let appended = after.bytes_appended - before.bytes_appended;
+    let copies = after.series_sets_rewritten - before.series_sets_rewritten;
+    let (mut held, mut decodable, mut set_bytes) = (0u64, 0u64, 0u64);
+    let (tail, mut at) = (ring.tail(), ring.tail());
+    while let promlet::wal::Found::Record { record, .. } = ring.read(at) {
+        if promlet::wal::record::is_samples(record.kind) {
+            held += 1;
+            if promlet::wal::record::samples_head(record.payload).is_some_and(|h| h.0 >= tail) {
+                decodable += 1;
+            }
+        } else if promlet::wal::record::is_series_set(record.kind) {
+            set_bytes = record.next - record.offset;
+        }
+        at = record.next;
+    }
+    println!(
+        "| {name} | {} KiB | {set_bytes} | {:.2} | {:.1} % | {copies} | {held} | {decodable} |",
+        size >> 10,
+        appended as f64 / samples as f64,
+        100.0 * (appended - copies * set_bytes) as f64 / appended as f64,
+    );
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let root: PathBuf =
@@ -241,16 +321,8 @@ fn main() {
             ("ksm", 2500, "/metrics"),
             ("app", 1500, "/metrics"),
         ] {
-            let port = free_port();
-            exporters.push(Killed(
-                Command::new("python3")
-                    .arg(&exporter)
-                    .args(["--kind", kind, "--series", &series.to_string()])
-                    .args(["--port", &port.to_string()])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("python3 runs the bench exporter"),
-            ));
+            let (process, port) = start_exporter(&exporter, kind, series);
+            exporters.push(process);
             synthetic.push((port, path));
         }
     }
@@ -339,5 +411,24 @@ fn main() {
     println!(
         "a 64 MiB ring holds {hours:.1} h of 10k series at 15 s ({per_sample:.3} B/sample; an eighth kept for sets, set rewrites counted)"
     );
+    drop(workload);
+    println!();
+    println!("| target | ring | set record, bytes | ring B/sample | samples records' share | set copies in 3 laps | scrapes held | decodable from the tail |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let exporter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/exporter.py");
+    for (kind, path, series) in [
+        ("ksm", "/metrics", 5_000usize),
+        ("cadvisor", "/metrics/cadvisor", 5_000),
+        ("ksm", "/metrics", 50_000),
+        ("cadvisor", "/metrics/cadvisor", 50_000),
+    ] {
+        let (_exporter, port) = start_exporter(&exporter, kind, series);
+        wait_up(port, path);
+        let target = scrape(port, path, 10, Duration::ZERO);
+        let name = format!("{kind}, {} series", target.sets.len());
+        for size in [256u64 << 10, 1 << 20, 8 << 20, 64 << 20] {
+            ring_size_row(&name, size, &target);
+        }
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

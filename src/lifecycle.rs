@@ -422,7 +422,18 @@ impl Agent {
         let (added, removed, restarted) = self.reconcile(targets).await;
         self.force_target_limits(&exceeded);
         log::debug!("targets: {added} added, {removed} removed (stale-marked), {restarted} restarted with new settings");
-        let endpoints_changed = self.config.remote_write != config.remote_write
+        // Where an entry stands in the file is not a setting: a reload that only moves it
+        // keeps its sender (and the request it has in flight).
+        let at_line_0 = |c: &Config| {
+            c.remote_write
+                .iter()
+                .map(|rw| RemoteWriteConfig {
+                    line: 0,
+                    ..rw.clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        let endpoints_changed = at_line_0(&self.config) != at_line_0(&config)
             || self.config.global.external_labels != config.global.external_labels;
         self.config = config;
         if endpoints_changed {
@@ -719,6 +730,12 @@ fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
                 "Samples appended to the ring, report series and stale markers included.",
                 Kind::Counter,
                 n(s.samples_appended.get()),
+            ),
+            (
+                "promlet_ring_append_failures_total",
+                "Scrapes the ring refused to append (a series-set record over half the ring).",
+                Kind::Counter,
+                n(s.append_failures.get()),
             ),
             (
                 "promlet_series_set_changes_total",

@@ -201,7 +201,7 @@ fn run(name: &str, plan: &Plan) {
         .count();
     let resent = std::fs::read_to_string(&log)
         .unwrap_or_default()
-        .matches("stopped with a request in flight")
+        .matches("a request was in flight when")
         .count();
     let failed = sent
         .lines()

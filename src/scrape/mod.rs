@@ -1112,10 +1112,10 @@ impl Scraper {
         let ts_ms = now_ms();
         let stale = f64::from_bits(STALE_NAN_BITS);
         let result = if self.chain.series_set().is_none() {
-            Ok(())
+            Ok(0)
         } else if self.all_stale {
             let reports = std::mem::take(&mut self.reports);
-            let r = self.append_stale(ring, &reports, ts_ms).map(|_| ());
+            let r = self.append_stale(ring, &reports, ts_ms);
             self.reports = reports;
             r
         } else {
@@ -1123,13 +1123,15 @@ impl Scraper {
             self.values
                 .extend(std::iter::repeat_n(stale, self.set_hashes.len()));
             self.stale_column(ts_ms);
-            self.append_marked(ring, ts_ms).map(|_| ())
+            self.append_marked(ring, ts_ms)
         };
-        if let Err(e) = result {
-            warn!(
+        match result {
+            // Appended like any sample: sent, overwritten or lost, they add up with the rest.
+            Ok(n) => bump(&self.stats.samples_appended, n),
+            Err(e) => warn!(
                 "target {}: stale markers not written: {e}",
                 self.target.url()
-            );
+            ),
         }
         self.chain = Chain::default();
         self.set_hashes.clear();

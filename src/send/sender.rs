@@ -1114,7 +1114,7 @@ impl Sender {
         log::info!("remote write {}: sender started", self.link.health.origin);
         if let Some(end) = self.link.resend_until {
             log::info!(
-                "remote write {}: the last process stopped with a request in flight (ring offsets {} to {end}); it goes again on its own, and a receiver that holds it already may refuse it",
+                "remote write {}: a request was in flight when this endpoint's sender last stopped (ring offsets {} to {end}); it goes again on its own, and a receiver that holds it already may refuse it",
                 self.link.health.origin,
                 self.consumer.stats().cursor
             );

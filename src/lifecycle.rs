@@ -150,6 +150,12 @@ pub struct Shared {
     pub exceeded_target_limit: Cell<u64>,
 }
 
+/// How long a stop waits for a receiver that answers nothing at all (no request finishes,
+/// acknowledged or not) before it leaves that sender's request in the ring: a request to a
+/// receiver that works takes well under a second, even over a slow edge uplink (a 2,000-sample
+/// request is about 20 KB compressed).
+const STOP_STALL: Duration = Duration::from_secs(5);
+
 /// The ring's periodic sync when no sender runs it (a config with no `remote_write`).
 #[derive(Debug)]
 struct SyncThread {
@@ -596,15 +602,69 @@ impl Agent {
         }
     }
 
+    /// Waits for the stopping senders until each is done, the flush `deadline` passes, or its
+    /// receiver has answered nothing (no request finished, either way) for [`STOP_STALL`]:
+    /// a receiver that accepts and never answers would otherwise hold the stop for
+    /// `remote_timeout` (30 s by default). A sender left behind is not joined: its request
+    /// in flight is in the ring's header, and the next start sends it again
+    /// ([`crate::wal::Consumer::unacknowledged`]); the process exits around it.
+    fn join_senders_while_answered(&self, deadline: Instant) {
+        let answers = |s: &SenderStats| {
+            s.sent_batches_total.load(Ordering::Relaxed)
+                + s.failed_requests_total.load(Ordering::Relaxed)
+        };
+        let mut endpoints = self.shared.endpoints.borrow_mut();
+        let start = Instant::now();
+        let mut seen: Vec<(u64, Instant)> = endpoints
+            .iter()
+            .map(|e| (answers(&e.stats), start))
+            .collect();
+        loop {
+            let now = Instant::now();
+            let mut waiting = false;
+            for (e, (n, since)) in endpoints.iter_mut().zip(&mut seen) {
+                let Some(thread) = e.thread.as_ref() else {
+                    continue;
+                };
+                if thread.is_finished() {
+                    if let Some(t) = e.thread.take() {
+                        let _ = t.join();
+                    }
+                    continue;
+                }
+                let now_n = answers(&e.stats);
+                if now_n != *n {
+                    (*n, *since) = (now_n, now);
+                }
+                if now >= deadline || now.duration_since(*since) >= STOP_STALL {
+                    warn!(
+                        "remote write {}://{}: no answer for {:.1} s while stopping; what it has not sent stays in the ring for the next start",
+                        e.config.url.scheme,
+                        e.config.url.host,
+                        now.duration_since(*since).as_secs_f64()
+                    );
+                    e.thread = None;
+                    continue;
+                }
+                waiting = true;
+            }
+            if !waiting {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops: scrape tasks end now, senders flush until `flush_deadline`, the ring is synced.
     pub fn stop(mut self, flush_deadline: Duration) -> Result<(), crate::wal::WalError> {
         self.discoveries.clear();
         for (_, r) in self.running.drain() {
             drop(r.task);
         }
-        self.stop_senders(Instant::now() + flush_deadline);
+        let deadline = Instant::now() + flush_deadline;
+        self.stop_senders(deadline);
         // The loop is over: blocking here is what stopping means.
-        self.join_senders();
+        self.join_senders_while_answered(deadline);
         if let Some(s) = self.sync_thread.take() {
             s.stop.store(true, Ordering::SeqCst);
             s.thread.thread().unpark();

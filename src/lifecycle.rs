@@ -834,6 +834,12 @@ fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
                 n(rs.damaged_skips),
             ),
             ("promlet_wal_syncs_total", "Ring header writes (msync).", Kind::Counter, n(rs.syncs)),
+            (
+                "promlet_wal_sync_failures_total",
+                "Ring syncs (msync) that failed.",
+                Kind::Counter,
+                n(rs.sync_failures),
+            ),
             ("promlet_wal_capacity_bytes", "Size of the ring.", Kind::Gauge, n(ring.capacity())),
             (
                 "promlet_wal_used_bytes",
@@ -843,6 +849,10 @@ fn render(out: &mut Vec<u8>, shared: &Shared, ring: &Ring) {
             ),
         ],
     );
+    let problems = "promlet_wal_file_problems_total";
+    family(out, problems, "Times the ring file was found truncated (its length restored, its records lost) or removed under promlet.", Kind::Counter);
+    sample_u64(out, problems, &[("kind", "truncated")], rs.file_truncations);
+    sample_u64(out, problems, &[("kind", "removed")], rs.file_removals);
     let endpoints = shared.endpoints.borrow();
     let per_endpoint: [EndpointFamily; 12] = [
         (

@@ -471,7 +471,6 @@ struct Periodic {
     syncer: Syncer,
     every: Duration,
     due: Instant,
-    failing: bool,
 }
 
 impl Periodic {
@@ -482,18 +481,8 @@ impl Periodic {
             return;
         }
         self.due = now + self.every;
-        match self.syncer.sync() {
-            Ok(_) if self.failing => {
-                self.failing = false;
-                log::info!("ring: sync works again");
-            }
-            Ok(_) => {}
-            Err(e) if !self.failing => {
-                self.failing = true;
-                log::error!("ring: sync failed: {e}");
-            }
-            Err(e) => log::debug!("ring: sync failed again: {e}"),
-        }
+        // Logged once per kind of failure, and counted, by the ring.
+        self.syncer.sync_logged();
     }
 }
 
@@ -1085,7 +1074,6 @@ impl Sender {
             syncer,
             every,
             due: Instant::now() + every,
-            failing: false,
         });
         self
     }

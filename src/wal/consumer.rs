@@ -192,6 +192,10 @@ impl Consumer {
     /// cannot be decoded (their series-set or chain overwritten or damaged) are skipped and
     /// counted ([`EndpointStats::undecodable`]).
     pub fn next_batch(&mut self) -> Option<Batch<'_>> {
+        // Not a byte of the mapping is read past a truncation of the file (module docs).
+        if !self.shared.check_file() {
+            return None;
+        }
         // Series of the last batch whose labels did not read (overwritten while sent).
         let unread = self.set_index.take_unread();
         if unread > 0 {

@@ -948,16 +948,11 @@ mod tests {
     #[test]
     fn an_empty_ring_prints_without_samples() {
         let dir = TempDir::new("empty");
-        // A file as allocated, before the first header (opening a ring writes one).
-        std::fs::create_dir_all(&dir.0).expect("mkdir");
-        let zeros = vec![0u8; usize::try_from(MIN_SIZE).expect("fits")];
-        std::fs::write(dir.0.join(RING_FILE), zeros).expect("write");
+        drop(Ring::open(&dir.0, MIN_SIZE).expect("a new ring"));
         let r = inspect(&dir.0).expect("inspect");
         assert_eq!((r.head, r.samples, r.bytes_per_sample_x100()), (0, 0, None));
         let text = r.to_string();
         for line in [
-            "header A: blank (never written)",
-            "in use: none, both copies blank (never synced): records scanned from offset 0",
             "held: 0 bytes of 57344 (0.0%), offsets 0..0",
             "records: 0 (series-set 0, samples 0, other 0, malformed 0)",
             "samples: 0",
@@ -986,6 +981,15 @@ mod tests {
         .expect("write");
         let msg = inspect(&dir.0).expect_err("noise").to_string();
         assert!(msg.contains("is not a promlet ring"), "{msg}");
+        // All zeros: an allocated file that never got a header (promlet writes one before
+        // it names a new file `ring`), not an empty ring.
+        std::fs::write(&path, vec![0u8; usize::try_from(MIN_SIZE).expect("fits")]).expect("write");
+        let msg = inspect(&dir.0).expect_err("zeros").to_string();
+        let want = format!(
+            "{} is not a promlet ring: both header copies are zeros",
+            path.display()
+        );
+        assert!(msg.contains(&want), "{msg}");
         let mut image = vec![0u8; usize::try_from(MIN_SIZE).expect("fits")];
         let foreign = Header {
             file_size: MIN_SIZE,

@@ -13,6 +13,7 @@ use super::*;
 use crate::parse::testkit::Rng;
 
 mod damage;
+mod file;
 
 use super::testkit::TempDir;
 

@@ -412,52 +412,91 @@ struct Refused {
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use CertificateError as E;
-        match &self.error {
-            E::UnknownIssuer => f.write_str("x509: certificate signed by unknown authority")?,
-            E::ExpiredContext { time, not_after } => write!(
-                f,
-                "x509: certificate has expired or is not yet valid: current time {} is after {}",
-                Rfc3339Seconds(*time),
-                Rfc3339Seconds(*not_after)
-            )?,
-            E::NotValidYetContext { time, not_before } => write!(
-                f,
-                "x509: certificate has expired or is not yet valid: current time {} is before {}",
-                Rfc3339Seconds(*time),
-                Rfc3339Seconds(*not_before)
-            )?,
-            E::Expired | E::NotValidYet => {
-                f.write_str("x509: certificate has expired or is not yet valid")?;
-            }
-            E::NotValidForNameContext {
-                expected,
-                presented,
-            } => {
-                f.write_str("x509: certificate is valid for ")?;
-                let mut names = presented
-                    .iter()
-                    .filter_map(|n| presented_name(n))
-                    .peekable();
-                if names.peek().is_none() {
-                    f.write_str("no names")?;
-                }
-                for (i, name) in names.enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    f.write_str(name)?;
-                }
-                write!(f, ", not {}", server_name(expected))?;
-            }
-            E::NotValidForName => f.write_str("x509: certificate is not valid for the host")?,
-            E::BadSignature => f.write_str("x509: certificate signature is invalid")?,
-            other => write!(f, "x509: {other:?}")?,
-        }
+        certificate(f, &self.error)?;
         if let Some(s) = &self.subject {
             write!(f, " (subject CN={s})")?;
         }
         Ok(())
+    }
+}
+
+/// Writes a certificate error as Go's `crypto/x509` words it: the one wording of both HTTP
+/// clients, the scrape side's (through [`Refused`]) and the sender's (through [`Reason`],
+/// which gets rustls' error after ureq's handshake, without the certificate). No variant is
+/// written in Debug form: an operator reads these, and alerts match Prometheus' text.
+fn certificate(f: &mut fmt::Formatter<'_>, error: &CertificateError) -> fmt::Result {
+    use CertificateError as E;
+    match error {
+        E::UnknownIssuer => f.write_str("x509: certificate signed by unknown authority"),
+        E::ExpiredContext { time, not_after } => write!(
+            f,
+            "x509: certificate has expired or is not yet valid: current time {} is after {}",
+            Rfc3339Seconds(*time),
+            Rfc3339Seconds(*not_after)
+        ),
+        E::NotValidYetContext { time, not_before } => write!(
+            f,
+            "x509: certificate has expired or is not yet valid: current time {} is before {}",
+            Rfc3339Seconds(*time),
+            Rfc3339Seconds(*not_before)
+        ),
+        E::Expired | E::NotValidYet => {
+            f.write_str("x509: certificate has expired or is not yet valid")
+        }
+        E::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
+            f.write_str("x509: certificate is valid for ")?;
+            let mut names = presented
+                .iter()
+                .filter_map(|n| presented_name(n))
+                .peekable();
+            if names.peek().is_none() {
+                f.write_str("no names")?;
+            }
+            for (i, name) in names.enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                f.write_str(name)?;
+            }
+            write!(f, ", not {}", server_name(expected))
+        }
+        E::NotValidForName => f.write_str("x509: certificate is not valid for the host"),
+        E::BadSignature => f.write_str("x509: certificate signature is invalid"),
+        E::BadEncoding => f.write_str("x509: malformed certificate"),
+        E::UnhandledCriticalExtension => f.write_str("x509: unhandled critical extension"),
+        E::InvalidPurpose | E::InvalidPurposeContext { .. } => {
+            f.write_str("x509: certificate specifies an incompatible key usage")
+        }
+        E::Other(OtherError(inner)) => {
+            if let Some(refused) = inner.downcast_ref::<Refused>() {
+                return fmt::Display::fmt(refused, f);
+            }
+            match inner.downcast_ref::<webpki::Error>() {
+                // Go's crypto/x509 has no such check: `Verify` looks at basicConstraints on
+                // issuers only (`NotAuthorizedToSign`). For the same server Prometheus says
+                // "signed by unknown authority" when the CA is not trusted (the common case:
+                // `openssl req -x509` makes CA:TRUE certificates by default), and connects
+                // when it is; webpki refuses both before it looks for an issuer. So Go's
+                // words for the first case, and why, for whoever already trusts it.
+                Some(webpki::Error::CaUsedAsEndEntity) => f.write_str(
+                    "x509: certificate signed by unknown authority \
+                     (a CA certificate presented as the server's own)",
+                ),
+                // Go's `NotAuthorizedToSign` and `TooManyIntermediates` (verify.go).
+                Some(webpki::Error::EndEntityUsedAsCa) => {
+                    f.write_str("x509: certificate is not authorized to sign other certificates")
+                }
+                Some(webpki::Error::PathLenConstraintViolated) => {
+                    f.write_str("x509: too many intermediates for path length constraint")
+                }
+                // Rare, and with no Go counterpart: rustls' name for it, not its Debug form.
+                _ => write!(f, "x509: certificate refused: {inner}"),
+            }
+        }
+        other => write!(f, "x509: certificate refused: {other}"),
     }
 }
 
@@ -557,15 +596,26 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// A TLS failure as a scrape reports it: certificate errors in Go's words (see [`Refused`]),
-/// alerts as Go prints them (`remote error: tls: bad certificate`), the rest as rustls says.
+/// A TLS failure as a scrape reports it (see [`Reason`]).
 #[derive(Debug)]
 pub struct Failure(pub rustls::Error);
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            rustls::Error::InvalidCertificate(CertificateError::Other(o)) => write!(f, "{o}"),
+        fmt::Display::fmt(&Reason(&self.0), f)
+    }
+}
+
+/// A TLS failure in the words of both HTTP clients: certificate errors in Go's words (see
+/// [`certificate`]), alerts as Go prints them (`remote error: tls: bad certificate`), the
+/// rest as rustls says, after `tls: `.
+#[derive(Debug, Clone, Copy)]
+pub struct Reason<'a>(pub &'a rustls::Error);
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            rustls::Error::InvalidCertificate(e) => certificate(f, e),
             rustls::Error::AlertReceived(alert) => {
                 f.write_str("remote error: tls: ")?;
                 spaced(f, &format!("{alert:?}"))
@@ -651,6 +701,10 @@ mod tests {
         assert_eq!(subject_common_name(&[0x30, 0x02, 0x30, 0x00]), None);
     }
 
+    fn webpki_error(e: webpki::Error) -> CertificateError {
+        CertificateError::Other(OtherError(Arc::new(e)))
+    }
+
     #[test]
     fn certificate_errors_read_as_go_words_them() {
         let at = |secs| UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
@@ -679,15 +733,41 @@ mod tests {
                 "x509: certificate is valid for other.example, 10.0.0.1, not 127.0.0.1 \
                  (subject CN=srv)",
             ),
+            // webpki's own errors, which rustls passes on as `Other`.
+            (
+                webpki_error(webpki::Error::CaUsedAsEndEntity),
+                "x509: certificate signed by unknown authority \
+                 (a CA certificate presented as the server's own) (subject CN=srv)",
+            ),
+            (
+                webpki_error(webpki::Error::EndEntityUsedAsCa),
+                "x509: certificate is not authorized to sign other certificates (subject CN=srv)",
+            ),
+            (
+                webpki_error(webpki::Error::MaximumPathDepthExceeded),
+                "x509: certificate refused: MaximumPathDepthExceeded (subject CN=srv)",
+            ),
+            (
+                CertificateError::InvalidPurpose,
+                "x509: certificate specifies an incompatible key usage (subject CN=srv)",
+            ),
         ];
         for (error, want) in cases {
+            // The sender's way: rustls' error as ureq hands it over, no subject known.
+            let bare = Failure(rustls::Error::InvalidCertificate(error.clone())).to_string();
+            assert_eq!(bare, want.replace(" (subject CN=srv)", ""));
+            // The scrape's way: wrapped by `Verifier`, with the subject.
             let e = rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
                 Arc::new(Refused {
                     error,
                     subject: Some("srv".to_owned()),
                 }),
             )));
-            assert_eq!(Failure(e).to_string(), want);
+            let scrape = Failure(e).to_string();
+            assert_eq!(scrape, want);
+            for debug in ["Other(", "OtherError", "Context {"] {
+                assert!(!scrape.contains(debug), "{scrape}");
+            }
         }
         let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
         assert_eq!(

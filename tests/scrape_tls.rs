@@ -168,6 +168,11 @@ fn certificate_problems_mark_the_target_down_with_gos_reasons_and_skip_verify_ig
     let good = simple_tls(dir, "srv.pem");
     let expired = simple_tls(dir, "expired.pem");
     let wrong_name = simple_tls(dir, "wrongname.pem");
+    // The CA's own certificate as the server's: webpki refuses it even from ca_file.
+    let ca_as_leaf = serve_tls(
+        server_config(&dir.join("ca.pem"), &dir.join("ca.key"), None),
+        |_| text("a 1\n"),
+    );
     let ca = |file: &str| {
         format!(
             "    tls_config: {{ca_file: {}}}\n",
@@ -194,6 +199,12 @@ fn certificate_problems_mark_the_target_down_with_gos_reasons_and_skip_verify_ig
             wrong_name,
             ca("ca.pem"),
             "x509: certificate is valid for other.example, not 127.0.0.1 (subject CN=127.0.0.1)",
+        ),
+        (
+            ca_as_leaf,
+            ca("ca.pem"),
+            "x509: certificate signed by unknown authority \
+             (a CA certificate presented as the server's own) (subject CN=promlet-test-ca)",
         ),
         // No ca_file: the system bundle, which knows nothing of the test CA.
         (

@@ -223,6 +223,14 @@ impl Running {
     fn stat(&self, pick: fn(&SenderStats) -> u64) -> u64 {
         pick(&self.stats)
     }
+
+    /// Waits until `pick` counts at least `n`, or [`LIMIT`] passed (the caller asserts).
+    fn wait_for(&self, pick: fn(&SenderStats) -> u64, n: u64) {
+        let deadline = Instant::now() + LIMIT;
+        while self.stat(pick) < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Running {
@@ -433,10 +441,7 @@ fn a_receiver_slower_than_remote_timeout_is_retried() {
     node.scrape(0);
     let mut run = Running::start(&mut node, &rw, &ext);
     let writes = receiver.wait_until(LIMIT, |w| w.len() >= 2);
-    let deadline = Instant::now() + LIMIT;
-    while run.stat(|s| load(&s.samples_total)) < 4 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    run.wait_for(|s| load(&s.samples_total), 4);
     run.stop(LIMIT);
     assert!(writes.len() >= 2, "{}", writes.len());
     assert_eq!(writes[0].series, writes[1].series, "the same request again");
@@ -613,10 +618,7 @@ fn no_secret_or_userinfo_reaches_the_log() {
     node.register(&rw);
     node.scrape(0);
     let mut run = Running::start(&mut node, &rw, &ext);
-    let deadline = Instant::now() + LIMIT;
-    while run.stat(|s| load(&s.failed_requests_total)) < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    run.wait_for(|s| load(&s.failed_requests_total), 2);
     run.stop(Duration::ZERO);
     assert!(run.stat(|s| load(&s.failed_requests_total)) >= 2);
     let logs = logs();
@@ -635,6 +637,31 @@ fn no_secret_or_userinfo_reaches_the_log() {
 // ------------------------------------------------------------------------ TLS
 
 use support::tls::make_certificates;
+
+/// Runs a sender for `rw` (an https receiver on 127.0.0.1:`port` it cannot verify) until its
+/// first failed attempt, stops it, and asserts nothing was delivered. Returns the warning it
+/// logged about the failure.
+fn first_failure(
+    node: &mut Node,
+    rw: &RemoteWriteConfig,
+    external: &[(String, String)],
+    port: u16,
+) -> String {
+    let mut run = Running::start(node, rw, external);
+    run.wait_for(|s| load(&s.failed_requests_total), 1);
+    run.stop(Duration::ZERO);
+    assert_eq!(run.stat(|s| load(&s.samples_total)), 0);
+    assert!(run.stat(|s| load(&s.failed_requests_total)) >= 1);
+    let origin = format!("https://127.0.0.1:{port}: no answer: ");
+    let logs = logs();
+    let warned = logs
+        .iter()
+        .find(|l| l.starts_with("WARN") && l.contains(&origin));
+    match warned {
+        Some(w) => w.clone(),
+        None => panic!("no warning for {origin}: {logs:#?}"),
+    }
+}
 
 #[test]
 fn tls_verifies_the_receiver_with_ca_file_and_presents_a_client_certificate() {
@@ -699,26 +726,13 @@ fn tls_verifies_the_receiver_with_ca_file_and_presents_a_client_certificate() {
     node.register(&untrusted);
     node.register(&rw);
     node.scrape(0);
-    let mut refused = Running::start(&mut node, &untrusted, &ext);
-    let deadline = Instant::now() + LIMIT;
-    while refused.stat(|s| load(&s.failed_requests_total)) < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    refused.stop(Duration::ZERO);
-    assert_eq!(refused.stat(|s| load(&s.samples_total)), 0);
-    assert!(refused.stat(|s| load(&s.failed_requests_total)) >= 1);
-    let origin = format!("https://127.0.0.1:{port}: no answer: ");
-    let logs = logs();
+    let warned = first_failure(&mut node, &untrusted, &ext, port);
     assert!(
-        logs.iter()
-            .any(|l| l.starts_with("WARN") && l.contains(&origin) && l.contains("certificate")),
-        "{logs:#?}"
+        warned.contains("no answer: x509: certificate signed by unknown authority; retrying"),
+        "{warned}"
     );
     let mut run = Running::start(&mut node, &rw, &ext);
-    let deadline = Instant::now() + LIMIT;
-    while run.stat(|s| load(&s.samples_total)) < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    run.wait_for(|s| load(&s.samples_total), 2);
     run.stop(LIMIT);
     assert_eq!(run.stat(|s| load(&s.samples_total)), 2);
     assert_eq!(node.cursor(run.key), node.ring.head());
@@ -814,4 +828,70 @@ fn tls_files_and_unsupported_settings_are_refused_by_name() {
             .push(("X-Bad".to_owned(), "line\nbreak".to_owned()));
     });
     assert_eq!(e, "headers: X-Bad: not a valid http header");
+}
+
+#[test]
+fn certificate_failures_are_logged_in_gos_words_not_rustls_debug_form() {
+    use support::receiver::Answer;
+    use support::tls::{serve_tls, server_config};
+    let mut node = Node::new("tls-words", 1);
+    let dir = node.dir.clone();
+    make_certificates(&dir);
+    let server = |cert: &str, key: &str| {
+        let config = server_config(&dir.join(cert), &dir.join(key), None);
+        serve_tls(config, |_| Answer::status("204 No Content"))
+    };
+    let trusting = |ca: &str| {
+        format!(
+            "    tls_config: {{ca_file: {}}}\n{FAST}",
+            dir.join(ca).display()
+        )
+    };
+    let cases = [
+        // Signed by a CA the sender does not trust.
+        (
+            server("srv.pem", "srv.key"),
+            trusting("other-ca.pem"),
+            vec!["no answer: x509: certificate signed by unknown authority; retrying"],
+        ),
+        // Valid on 2020-01-01 only.
+        (
+            server("expired.pem", "srv.key"),
+            trusting("ca.pem"),
+            vec![
+                "x509: certificate has expired or is not yet valid: current time ",
+                " is after 2020-01-02T00:00:00Z",
+            ],
+        ),
+        // The CA's own certificate as the server's (issue 17's `CaUsedAsEndEntity`).
+        (
+            server("ca.pem", "ca.key"),
+            trusting("ca.pem"),
+            vec!["x509: certificate signed by unknown authority (a CA certificate presented as the server's own)"],
+        ),
+        // Valid for other.example only.
+        (
+            server("wrongname.pem", "srv.key"),
+            trusting("ca.pem"),
+            vec!["x509: certificate is valid for other.example, not 127.0.0.1"],
+        ),
+    ];
+    for (port, tls, words) in cases {
+        let (rw, ext) = config(&format!("https://127.0.0.1:{port}/api/v1/write"), &tls);
+        node.register(&rw);
+        node.scrape(0);
+        let warned = first_failure(&mut node, &rw, &ext, port);
+        for w in &words {
+            assert!(warned.contains(w), "{w:?} not in {warned}");
+        }
+        for debug in [
+            "Other(",
+            "OtherError",
+            "CaUsedAsEndEntity",
+            "Context {",
+            "io: ",
+        ] {
+            assert!(!warned.contains(debug), "{debug:?} in {warned}");
+        }
+    }
 }

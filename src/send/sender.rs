@@ -307,11 +307,27 @@ impl SendError {
     }
 }
 
-/// ureq's message, except where it would quote the URL (which may hold userinfo).
+/// ureq's message, except where it would quote the URL (which may hold userinfo), and TLS
+/// failures, which read as a scrape's do (Go's words, [`crate::tls::Reason`]) rather than as
+/// ureq's `io: invalid peer certificate: Other(OtherError(…))`.
 struct Redacted<'a>(&'a ureq::Error);
+
+/// The rustls error inside `e`: ureq returns it as is when a connection cannot be set up,
+/// and inside an `io::Error` (rustls' `complete_io`, a read or write) when the handshake or
+/// the stream fails.
+fn rustls_error(e: &ureq::Error) -> Option<&rustls::Error> {
+    match e {
+        ureq::Error::Rustls(e) => Some(e),
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>(),
+        _ => None,
+    }
+}
 
 impl fmt::Display for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(e) = rustls_error(self.0) {
+            return write!(f, "{}", crate::tls::Reason(e));
+        }
         match self.0 {
             ureq::Error::BadUri(_) => f.write_str("bad url"),
             ureq::Error::RequireHttpsOnly(_) => f.write_str("https required"),
@@ -1287,6 +1303,45 @@ mod tests {
         ));
         assert!(net.is_retryable());
         assert_eq!(net.to_string(), "no answer: bad url");
+    }
+
+    #[test]
+    fn tls_failures_read_as_a_scrape_words_them() {
+        use rustls::{CertificateError, OtherError};
+        let ca_as_leaf = || {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                webpki::Error::CaUsedAsEndEntity,
+            ))))
+        };
+        let cases = [
+            // As ureq returns them: inside an io::Error from the handshake, or bare.
+            (
+                ureq::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    ca_as_leaf(),
+                )),
+                "no answer: x509: certificate signed by unknown authority \
+                 (a CA certificate presented as the server's own)",
+            ),
+            (
+                ureq::Error::Rustls(rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer,
+                )),
+                "no answer: x509: certificate signed by unknown authority",
+            ),
+            (
+                ureq::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+                )),
+                "no answer: remote error: tls: certificate required",
+            ),
+        ];
+        for (error, want) in cases {
+            let said = SendError::Network(error).to_string();
+            assert_eq!(said, want);
+            assert!(!said.contains("Other") && !said.contains("io: "), "{said}");
+        }
     }
 
     #[test]

@@ -108,10 +108,11 @@ impl Prometheus {
         drop(self.process.take());
     }
 
-    /// The raw samples of `selector` over the last 10 minutes, as of now: one entry per
-    /// series, each its (timestamp ms, value text) points in Prometheus' (time) order.
+    /// The raw samples of `selector` over the last hour (a soak of hundreds of lives runs
+    /// longer than ten minutes), as of now: one entry per series, each its (timestamp ms,
+    /// value text) points in Prometheus' (time) order.
     pub fn range(&self, selector: &str) -> Vec<Vec<(i64, String)>> {
-        let q: String = format!("{selector}[10m]")
+        let q: String = format!("{selector}[1h]")
             .bytes()
             .map(|b| match b {
                 b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => char::from(b).to_string(),

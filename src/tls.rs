@@ -470,6 +470,13 @@ fn certificate(f: &mut fmt::Formatter<'_>, error: &CertificateError) -> fmt::Res
         E::InvalidPurpose | E::InvalidPurposeContext { .. } => {
             f.write_str("x509: certificate specifies an incompatible key usage")
         }
+        // Go's `ErrUnsupportedAlgorithm`; rustls would print these in Debug form.
+        #[allow(deprecated)]
+        E::UnsupportedSignatureAlgorithm
+        | E::UnsupportedSignatureAlgorithmContext { .. }
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            f.write_str("x509: cannot verify signature: algorithm unimplemented")
+        }
         E::Other(OtherError(inner)) => {
             if let Some(refused) = inner.downcast_ref::<Refused>() {
                 return fmt::Display::fmt(refused, f);
@@ -750,6 +757,13 @@ mod tests {
             (
                 CertificateError::InvalidPurpose,
                 "x509: certificate specifies an incompatible key usage (subject CN=srv)",
+            ),
+            (
+                CertificateError::UnsupportedSignatureAlgorithmContext {
+                    signature_algorithm_id: vec![6, 3, 43, 101, 112],
+                    supported_algorithms: Vec::new(),
+                },
+                "x509: cannot verify signature: algorithm unimplemented (subject CN=srv)",
             ),
         ];
         for (error, want) in cases {

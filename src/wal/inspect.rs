@@ -1027,7 +1027,11 @@ mod tests {
             let r = examine(&mut ring, &image, MIN_SIZE, Path::new("img"));
             assert!(r.damaged_bytes <= r.held(), "flip at {at}: {r}");
             assert!(r.undecodable_samples <= r.samples, "flip at {at}");
-            let _ = r.to_string();
+            // The report prints, and says what it found where.
+            let text = r.to_string();
+            assert!(text.starts_with("ring img: "), "flip at {at}: {text}");
+            let held = format!("offsets {}..{}", r.tail, r.head);
+            assert!(text.contains(&held), "flip at {at}: {text}");
         }
     }
 

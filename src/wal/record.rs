@@ -353,6 +353,20 @@ struct Walk {
     /// value end (offsets in `block`).
     prev: Vec<[u32; 4]>,
     cur: Vec<[u32; 4]>,
+    /// The series of the last damaged block the walk met (those of it that did not read):
+    /// they read as `None` at once, and the walk goes on with the next block, so a damaged
+    /// block costs its own series only, and each costs no second walk from the start.
+    lost: std::ops::Range<usize>,
+}
+
+/// What [`SetIndex::next_block`] found.
+enum NextBlock {
+    /// Read: its series are next.
+    Read,
+    /// Its bytes do not decompress: its `n` series are lost, the walk may go on after it.
+    Damaged(usize),
+    /// No block there, or its head is gone (the ring overwrote the set): nothing after reads.
+    Gone,
 }
 
 /// A decompressed block may be at most this many times its compressed bytes (snappy's best
@@ -491,7 +505,9 @@ impl SetIndex {
     /// a blocked one by its block list (each block is checked when it is read).
     fn open(&mut self, kind: u8, start: usize, end: usize) -> Option<u64> {
         self.count = 0;
-        self.walk.get_mut().at = None;
+        let walk = self.walk.get_mut();
+        walk.at = None;
+        walk.lost = 0..0;
         self.end = end;
         let mut peeked = [0u8; PEEK];
         let n = self.peek(start, &mut peeked)?;
@@ -562,9 +578,11 @@ impl SetIndex {
     }
 
     /// Moves `walk` to series `i` (from the start if it is behind); false if it is past the
-    /// end or the set does not read there.
+    /// end or the set does not read there. A damaged block fails its own series only: the
+    /// walk resumes with the block after it (blocks start afresh, and `open` checked where
+    /// each one is); a legacy set, one block, was read whole by `open`.
     fn seek(&self, walk: &mut Walk, i: usize) -> bool {
-        if i >= self.count {
+        if i >= self.count || walk.lost.contains(&i) {
             return false;
         }
         if walk.at.is_some_and(|a| a > i) {
@@ -581,9 +599,28 @@ impl SetIndex {
             }
         }
         while walk.at != Some(i) {
-            if walk.left == 0 && !(self.blocked && self.next_block(walk)) {
-                walk.at = None;
-                return false;
+            let next = walk.at.map_or(0, |a| a + 1);
+            if walk.left == 0 {
+                if !self.blocked {
+                    walk.at = None;
+                    return false;
+                }
+                match self.next_block(walk) {
+                    NextBlock::Read => {}
+                    NextBlock::Damaged(n) if n > 0 && n <= self.count - next => {
+                        walk.lost = next..next + n;
+                        walk.at = Some(next + n - 1);
+                        if walk.lost.contains(&i) {
+                            return false;
+                        }
+                        continue;
+                    }
+                    NextBlock::Damaged(_) | NextBlock::Gone => {
+                        walk.lost = next..self.count;
+                        walk.at = None;
+                        return false;
+                    }
+                }
             }
             std::mem::swap(&mut walk.prev, &mut walk.cur);
             let mut c = Cursor {
@@ -591,37 +628,50 @@ impl SetIndex {
                 at: walk.next,
             };
             if step(&mut c, &walk.prev, &mut walk.cur).is_none() {
-                walk.at = None;
-                return false;
+                if !self.blocked {
+                    walk.at = None;
+                    return false;
+                }
+                // The block decompressed but does not parse from here: the rest of it is
+                // lost, the next block reads on its own.
+                walk.lost = next..next + walk.left;
+                walk.at = Some(next + walk.left - 1);
+                walk.left = 0;
+                if walk.lost.contains(&i) {
+                    return false;
+                }
+                continue;
             }
             walk.next = c.at;
             walk.left -= 1;
-            walk.at = Some(walk.at.map_or(0, |a| a + 1));
+            walk.at = Some(next);
         }
         true
     }
 
-    /// Decompresses the walk's next block; false if there is none or it is damaged.
-    fn next_block(&self, walk: &mut Walk) -> bool {
+    /// Decompresses the walk's next block (see [`NextBlock`]).
+    fn next_block(&self, walk: &mut Walk) -> NextBlock {
         let mut peeked = [0u8; PEEK];
         let Some(got) = self.peek(walk.next_block, &mut peeked) else {
-            return false;
+            return NextBlock::Gone;
         };
         let mut c = Cursor {
             b: &peeked[..got],
             at: 0,
         };
-        let (Some(n), Some(len)) = (c.len(), c.len()) else {
-            return false;
+        // `open` checked that every block holds a series (a set in the ring is copied out
+        // checked, so its bytes are those `open` saw); a block of none is not one.
+        let (Some(n @ 1..), Some(len)) = (c.len(), c.len()) else {
+            return NextBlock::Gone;
         };
         let start = walk.next_block + c.at;
         if len > self.end.saturating_sub(start) {
-            return false;
+            return NextBlock::Gone;
         }
         let block = match &self.bytes {
             Bytes::Held => match self.packed.get(start..start + len) {
                 Some(b) => b,
-                None => return false,
+                None => return NextBlock::Gone,
             },
             Bytes::Ring(..) => {
                 // Exactly: blocks differ a little in size (as in `unpack`).
@@ -629,20 +679,21 @@ impl SetIndex {
                 walk.copied.reserve_exact(len);
                 walk.copied.resize(len, 0);
                 if self.peek(start, &mut walk.copied) != Some(len) {
-                    return false;
+                    return NextBlock::Gone;
                 }
                 &walk.copied
             }
         };
-        if unpack(block, &mut walk.block).is_none() {
-            return false;
-        }
         walk.next_block = start + len;
-        walk.next = 0;
-        walk.left = n;
         // The first series of a block refers to nothing.
         walk.cur.clear();
-        true
+        walk.next = 0;
+        walk.left = 0;
+        if unpack(block, &mut walk.block).is_none() {
+            return NextBlock::Damaged(n);
+        }
+        walk.left = n;
+        NextBlock::Read
     }
 }
 
@@ -972,22 +1023,86 @@ mod tests {
         );
     }
 
+    /// The blocks of a blocked set payload: (first byte, end, first series, series), read
+    /// from the documented layout.
+    fn blocks_of(payload: &[u8]) -> Vec<(usize, usize, usize, usize)> {
+        let mut c = Cursor { b: payload, at: 8 };
+        c.len().expect("count");
+        let (mut out, mut series) = (Vec::new(), 0);
+        while c.at < payload.len() {
+            let start = c.at;
+            let n = c.len().expect("series");
+            let len = c.len().expect("length");
+            c.take(len).expect("block");
+            out.push((start, c.at, series, n));
+            series += n;
+        }
+        out
+    }
+
     #[test]
     fn a_damaged_block_reads_as_none_not_a_panic() {
         let s = long_sets(2000);
         let good = encode_sets(1, &s);
+        let blocks = blocks_of(&good);
+        assert!(blocks.len() >= 4, "{} blocks: a set of many", blocks.len());
         let mut rng = Rng(11);
+        let (mut refused, mut damaged) = (0, 0);
         for _ in 0..300 {
             let mut bad = good.clone();
             let at = 8 + rng.below(bad.len() - 8);
             bad[at] ^= 1 << rng.below(8);
             let mut index = SetIndex::default();
-            if index.decode(TYPE_SERIES_BLOCKS, &bad).is_some() {
-                let view = SetView { index: &index };
-                for i in (0..view.len()).step_by(97) {
-                    let _ = view.owned(i);
+            let Some(target) = index.decode(TYPE_SERIES_BLOCKS, &bad) else {
+                refused += 1;
+                continue;
+            };
+            // The target is before the flip; a damaged count or series count does not add
+            // up to the blocks' and is refused, so a set that opens has all its series.
+            assert_eq!(target, 1, "flip at {at}");
+            let view = SetView { index: &index };
+            assert_eq!(view.len(), s.len(), "flip at {at}");
+            let hit = blocks
+                .iter()
+                .position(|&(start, end, _, _)| (start..end).contains(&at))
+                .expect("a flip after the count is in a block");
+            let (_, _, first, n) = blocks[hit];
+            let mut none = 0u64;
+            for (i, want) in s.iter().enumerate() {
+                let got = view.with_labels(i, |l| {
+                    l.map(|l| l.map(|(a, b)| (a.to_vec(), b.to_vec())).collect::<Vec<_>>())
+                });
+                let in_damaged = (first..first + n).contains(&i);
+                match got {
+                    // Only the damaged block's series are lost: those before it and after it
+                    // read (blocks start afresh).
+                    None => {
+                        assert!(in_damaged, "series {i} unread, flip at {at} in {first}+{n}");
+                        none += 1;
+                    }
+                    // A series of the damaged block may read, garbled or not (snappy keeps no
+                    // checksum: the record's CRC is what catches this in the ring).
+                    Some(_) if in_damaged => {}
+                    Some(got) => assert_eq!(&got, want, "series {i}, flip at {at}"),
                 }
             }
+            // Each lost series is counted once.
+            assert_eq!(index.take_unread(), none, "flip at {at}");
+            // Read again from the start: the same series are lost, counted again.
+            let again = (0..s.len())
+                .filter(|&i| view.with_labels(i, |l| l.is_none()))
+                .count();
+            assert_eq!(u64::try_from(again).expect("fits"), none, "flip at {at}");
+            assert_eq!(index.take_unread(), none);
+            damaged += usize::from(none > 0);
+        }
+        assert!(damaged > 0, "no flip lost a series: {refused} refused");
+        // A damaged count, or a block's series count, does not add up: refused whole.
+        for at in [8, blocks[1].0] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            let mut index = SetIndex::default();
+            assert_eq!(index.decode(TYPE_SERIES_BLOCKS, &bad), None, "flip at {at}");
         }
     }
 
@@ -1159,25 +1274,80 @@ mod tests {
             &mut bits,
             &mut stamped,
         );
+        /// How each decoder reads one payload: (blocked set, legacy set, samples, stamped).
+        type Read = (
+            Option<SeriesSet>,
+            Option<SeriesSet>,
+            Option<Samples>,
+            Option<Vec<i64>>,
+        );
+        let read = |b: &[u8]| -> Read {
+            let (mut values, mut ts) = (Vec::new(), Vec::new());
+            let stamped = decode_stamped_into(b, &mut Vec::new(), &mut values, &mut ts);
+            (
+                decode_series_set(TYPE_SERIES_BLOCKS, b),
+                decode_series_set(TYPE_SERIES_SET, b),
+                decode_samples(b, &mut Vec::new()),
+                stamped.map(|_| ts),
+            )
+        };
+        // Samples a decoder accepts are whole: the values their count says, a timestamp each.
+        let whole = |b: &[u8], (_, _, samples, stamps): &Read| {
+            if let Some(got) = samples {
+                let (_, _, n, _) = samples_head(b).expect("a decoded head");
+                assert_eq!(got.values.len(), n);
+            }
+            if let Some(ts) = stamps {
+                assert_eq!(Some(ts.len()), samples_head(b).map(|h| h.2));
+            }
+        };
+        let originals = read(&good).0.expect("set");
         let mut rng = Rng(3);
+        let mut changed = 0;
         for _ in 0..3000 {
-            for base in [&good, &samples, &stamped] {
+            for (which, base) in [(0, &good), (1, &samples), (2, &stamped)] {
                 let mut bad = base.clone();
                 match rng.below(3) {
-                    0 => bad.truncate(rng.below(bad.len())),
+                    0 => {
+                        // Cut short: refused by the decoder of its kind.
+                        bad.truncate(rng.below(bad.len()));
+                        let got = read(&bad);
+                        match which {
+                            0 => assert!(got.0.is_none(), "cut set at {}", bad.len()),
+                            1 => assert!(got.2.is_none(), "cut samples at {}", bad.len()),
+                            _ => assert!(got.3.is_none(), "cut stamped at {}", bad.len()),
+                        }
+                        whole(&bad, &got);
+                    }
                     1 => {
                         let at = rng.below(bad.len());
                         bad[at] = rng.next().to_le_bytes()[0];
+                        let got = read(&bad);
+                        whole(&bad, &got);
+                        if bad == *base {
+                            assert_eq!(got, read(base), "the same bytes read the same");
+                        } else if which == 0 && got.0.as_ref() != Some(&originals) {
+                            changed += 1;
+                        }
                     }
-                    _ => bad.push(rng.next().to_le_bytes()[0]),
+                    _ => {
+                        bad.push(rng.next().to_le_bytes()[0]);
+                        let got = read(&bad);
+                        whole(&bad, &got);
+                        match which {
+                            // A byte past the blocks is a block head cut short.
+                            0 => assert!(got.0.is_none(), "set with a byte more"),
+                            // Samples end in padding bits: a byte more is not seen, and the
+                            // values read as written (the record's length and CRC catch it).
+                            1 => assert_eq!(got.2, read(base).2),
+                            _ => assert_eq!(got.3, read(base).3),
+                        }
+                    }
                 }
-                let _ = decode_series_set(TYPE_SERIES_BLOCKS, &bad);
-                let _ = decode_series_set(TYPE_SERIES_SET, &bad);
-                let _ = decode_samples(&bad, &mut Vec::new());
-                let _ =
-                    decode_stamped_into(&bad, &mut Vec::new(), &mut Vec::new(), &mut Vec::new());
             }
         }
+        // Some bytes replaced in a set made it read differently or not at all.
+        assert!(changed > 0);
     }
 
     /// Value bits a careless coder loses: StaleNaN and other NaN payloads, the infinities,

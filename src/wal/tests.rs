@@ -420,7 +420,7 @@ fn any_file_content_opens_without_panicking() {
                 {
                     let mut ring = Ring::open(&dir.0, SIZE).expect("open");
                     for i in 0..200 {
-                        let _ = ring.append(1, &payload(i, rng.below(300)));
+                        ring.append(1, &payload(i, rng.below(300))).expect("append");
                     }
                     ring.sync().expect("sync");
                 }

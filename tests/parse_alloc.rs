@@ -462,14 +462,21 @@ fn a_warm_https_scrape_allocates_only_per_tls_record() {
         ts += 1000;
         scrape_at(ts);
     }
-    let before = allocations();
-    for _ in 0..5 {
-        ts += 1000;
-        scrape_at(ts);
+    // The fewest of three rounds: on a loaded machine the reactor's bookkeeping for the
+    // socket and the timers allocates a few times more in some rounds (seen on the code of
+    // earlier stops too: 720 to 746 for five scrapes with two busy loops beside it). A
+    // steady cost per scrape, per record or per sample shows in every round.
+    let mut n = u64::MAX;
+    for _ in 0..3 {
+        let before = allocations();
+        for _ in 0..5 {
+            ts += 1000;
+            scrape_at(ts);
+        }
+        n = n.min(allocations() - before);
     }
-    let n = allocations() - before;
     assert_eq!(h.stats.failed.get(), 0);
-    assert_eq!(h.stats.samples_appended.get(), 8 * 10_005);
+    assert_eq!(h.stats.samples_appended.get(), 18 * 10_005);
     println!("5 warm https scrapes of {records} records each: {n} allocations");
     assert!(
         n <= 5 * (records + 8),

@@ -525,11 +525,11 @@ mod tests {
                 "non-recoverable failure in name resolution",
             ),
             (gai("Something new"), "Something new"),
-            (
-                io::Error::from_raw_os_error(24),
-                "Too many open files (os error 24)",
-            ),
         ];
+        // Anything else in the C library's own words (glibc and musl word errno 24 apart).
+        let emfile = io::Error::from_raw_os_error(24);
+        let emfile_text = emfile.to_string();
+        let cases = cases.into_iter().chain([(emfile, emfile_text.as_str())]);
         for (e, want) in cases {
             let d = DnsError {
                 name: "kube-state-metrics.kube-system.svc".into(),
